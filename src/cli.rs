@@ -1,0 +1,253 @@
+//! The command-line interface: clap types only. Every argument's doc comment is its `--help`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
+
+const EXAMPLES: &str = "\
+Examples:
+  Try the whole wizard against the built-in emulator (no Microsoft tenant needed):
+    csp-onboard init --cloud emulator
+  Onboard a real partner tenant, signing in with a device code:
+    csp-onboard init --auth device-code
+  Scripted onboarding:
+    csp-onboard init --non-interactive --tenant contoso.onmicrosoft.com --secret-years 1 --json
+  What is stored, and is it still good?
+    csp-onboard show
+    csp-onboard check --warn-days 30
+  Hand the secret to another tool:
+    csp-onboard show --reveal --json
+
+Exit codes: 0 ok, 1 other failure, 2 usage, 3 sign-in, 4 permission denied, 5 tenant policy,
+6 keychain unavailable, 7 secret not verified, 8 not found, 9 service unreachable,
+10 expiring soon (check), 11 expired or rejected (check), 130 interrupted.";
+
+/// Onboard a Microsoft CSP partner's Partner Center API web app: sign in, register the app, create
+/// and verify a secret, keep it in the OS keychain, and rotate it before it expires.
+#[derive(Debug, Parser)]
+#[command(name = "csp-onboard", version, after_long_help = EXAMPLES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Which stored onboarding to act on.
+    #[arg(long, global = true, env = "CSP_ONBOARD_PROFILE", default_value = "default")]
+    pub profile: String,
+
+    /// Which Microsoft cloud. `emulator` starts the built-in local emulator; `custom` reads
+    /// CSP_ONBOARD_AUTHORITY_URL, CSP_ONBOARD_GRAPH_URL and CSP_ONBOARD_PARTNER_CENTER_URL.
+    /// Default: the profile's cloud, else `global`.
+    #[arg(long, global = true, env = "CSP_ONBOARD_CLOUD", value_enum)]
+    pub cloud: Option<CloudArg>,
+
+    /// Never prompt: a missing input is a usage error (exit 2) that names the flag to pass.
+    #[arg(long, global = true, env = "CSP_ONBOARD_NON_INTERACTIVE",
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub non_interactive: bool,
+
+    /// Print the result as one JSON document on stdout; everything human goes to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Where secrets go: the OS keychain, or an explicit 0600 file in the data directory.
+    #[arg(long, global = true, env = "CSP_ONBOARD_STORE", value_enum, default_value = "keychain")]
+    pub store: StoreArg,
+
+    /// More detail on stderr (repeat for more). Secrets and tokens never appear at any level.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloudArg {
+    Global,
+    Usgov,
+    China,
+    Emulator,
+    Custom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    Keychain,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthArg {
+    /// Sign in in a browser (authorization code with PKCE).
+    Browser,
+    /// Sign in on another device with a code (works over SSH).
+    DeviceCode,
+    /// An automation identity: --client-id plus a secret from stdin or CSP_ONBOARD_CLIENT_SECRET.
+    ClientSecret,
+    /// A Graph access token from stdin or CSP_ONBOARD_ACCESS_TOKEN.
+    AccessToken,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The wizard: sign in, register (or reuse, or capture) the web app, create, verify and store
+    /// its secret. On an existing profile it rotates the secret.
+    #[command(after_long_help = INIT_EXAMPLES)]
+    Init(InitArgs),
+    /// Add a new secret, verify it, store it, then retire the old one.
+    #[command(after_long_help = ROTATE_EXAMPLES)]
+    Rotate(RotateArgs),
+    /// Show the stored values of the profile (the secret is masked unless --reveal).
+    #[command(after_long_help = "Examples:\n  csp-onboard show\n  csp-onboard show --reveal --json | jq -r .secret")]
+    Show(ShowArgs),
+    /// List every stored profile with its app and key expiry (no secrets).
+    #[command(after_long_help = "Examples:\n  csp-onboard list\n  csp-onboard list --json")]
+    List,
+    /// Prove the stored secret still works and report the days left (exit 0 ok, 10 expiring, 11 expired/rejected).
+    #[command(after_long_help = "Examples:\n  csp-onboard check\n  csp-onboard check --warn-days 45 --json   # for cron and monitoring")]
+    Check(CheckArgs),
+    /// Forget a profile; --revoke also deletes its key from the app.
+    #[command(after_long_help = "Examples:\n  csp-onboard remove --profile old\n  csp-onboard remove --revoke --yes")]
+    Remove(RemoveArgs),
+    /// Run the local emulator of the Microsoft endpoints on loopback.
+    #[command(after_long_help = "Examples:\n  csp-onboard emulator --port 8400 --auto-approve\n  csp-onboard emulator --latency-ms 50 --propagation-delay-ms 8000 --state ./emulator.json")]
+    Emulator(crate::emulator::EmulatorArgs),
+    /// Print shell completions.
+    #[command(after_long_help = "Examples:\n  csp-onboard completions bash > ~/.local/share/bash-completion/completions/csp-onboard")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(after_long_help = "Examples:\n  csp-onboard man | man -l -")]
+    Man,
+}
+
+const INIT_EXAMPLES: &str = "\
+Examples:
+  csp-onboard init --cloud emulator
+  csp-onboard init --auth device-code --tenant contoso.onmicrosoft.com
+  csp-onboard init --app-id 00000000-0000-0000-0000-000000000000      # add a key to an existing web app
+  printf '%s\\n' \"$SECRET\" | csp-onboard init --non-interactive --tenant <tenant-id> \\
+      --app-id <app-id> --commerce-id <commerce-id> --app-secret-stdin       # capture an app made in the portal
+  csp-onboard init --non-interactive --cloud emulator --secret-years 1 --json";
+
+const ROTATE_EXAMPLES: &str = "\
+Examples:
+  csp-onboard rotate
+  csp-onboard rotate --keep-old
+  csp-onboard rotate --if-expiring-within 30 --non-interactive --auth device-code";
+
+#[derive(Debug, Args)]
+pub struct SignInArgs {
+    /// The tenant to sign in to: a tenant ID (GUID) or a verified domain.
+    #[arg(long, env = "CSP_ONBOARD_TENANT")]
+    pub tenant: Option<String>,
+
+    /// How to sign in. Default: browser on a desktop session, device code otherwise.
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthArg>,
+
+    /// The public client used to sign in (or, with --auth client-secret, the automation app).
+    #[arg(long, env = "CSP_ONBOARD_CLIENT_ID")]
+    pub client_id: Option<String>,
+
+    /// Read the automation identity's secret (--auth client-secret) from one line of stdin.
+    #[arg(long)]
+    pub client_secret_stdin: bool,
+
+    /// Read the access token (--auth access-token) from one line of stdin.
+    #[arg(long)]
+    pub access_token_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
+
+    /// Display name of the web app to create.
+    #[arg(long)]
+    pub app_name: Option<String>,
+
+    /// Use this existing web app (its App ID) instead of creating one.
+    #[arg(long)]
+    pub app_id: Option<String>,
+
+    /// The Commerce ID shown in Partner Center > App management (optional; no API returns it).
+    #[arg(long)]
+    pub commerce_id: Option<String>,
+
+    /// Key lifetime in years (1 or 2, as the tenant policy allows).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub secret_years: Option<u8>,
+
+    /// Read the secret of an app made in the portal from one line of stdin (capture; no sign-in).
+    #[arg(long)]
+    pub app_secret_stdin: bool,
+
+    /// On rotation, keep the old key on the app instead of deleting it.
+    #[arg(long)]
+    pub keep_old: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
+
+    /// Keep the old key on the app instead of deleting it.
+    #[arg(long)]
+    pub keep_old: bool,
+
+    /// Key lifetime in years (default: 1).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub secret_years: Option<u8>,
+
+    /// Do nothing unless the stored key expires within this many days.
+    #[arg(long, value_name = "DAYS")]
+    pub if_expiring_within: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Print the secret itself.
+    #[arg(long)]
+    pub reveal: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Exit 10 when the key expires within this many days.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub warn_days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// Also delete the key from the app (needs an admin sign-in).
+    #[arg(long)]
+    pub revoke: bool,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

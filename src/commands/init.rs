@@ -1,0 +1,533 @@
+//! `init`: the onboarding wizard. Three ways in (create, use existing, capture), one plan, and re-running rotates.
+
+use super::{Ctx, print_json, profile_json};
+use crate::cli::InitArgs;
+use crate::cloud::{Endpoints, PARTNER_CENTER_APP_ID};
+use crate::exit::{Exit, UserError};
+use crate::partner_center::verify::VerifyOptions;
+use crate::partner_center::{Graph, HttpClient, LifetimePolicy, Membership};
+use crate::rotation::{self, Engine};
+use crate::secret::Secret;
+use crate::signin::{self, ENV_APP_SECRET};
+use crate::store::{Profile, Secrets, Slot};
+use anyhow::Context as _;
+use time::{Duration, OffsetDateTime};
+
+/// Global Administrator's role template ID.
+const GLOBAL_ADMIN_ROLE: &str = "62e90394-69f5-4237-9190-012177145e10";
+const ADMIN_AGENTS: &str = "AdminAgents";
+const DEFAULT_APP_NAME: &str = "Partner Center web app (csp-onboard)";
+const COMMERCE_ID_WHERE: &str = "Partner Center > Account settings > App management, next to the App ID";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WayIn {
+    Create,
+    Existing(String),
+    Capture,
+}
+
+pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
+    validate_flags(&args)?;
+    let existing = ctx.meta.load(&ctx.profile)?;
+    let cloud = ctx.cloud(existing.as_ref());
+    if let Some(p) = existing.as_ref()
+        && (p.key_id.is_some() || p.pending.is_some() || ctx.meta_has_secret_only(p))
+    {
+        if ctx.ui.interactive {
+            let prompt = format!(
+                "Profile '{}' already holds a key for app {}{}. Rotate it now?",
+                p.profile,
+                p.app_id,
+                p.secret_expires
+                    .map(|e| format!(" (expires {})", e.date()))
+                    .unwrap_or_default()
+            );
+            if !ctx.ui.confirm(&prompt, true)? {
+                ctx.ui.info("Nothing changed.");
+                print_json(&ctx.ui, &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(p)}));
+                return Ok(Exit::Success);
+            }
+        } else {
+            ctx.ui.info(format!(
+                "Profile '{}' exists: rotating its key.",
+                p.profile
+            ));
+        }
+        return super::rotate::rotate_profile(
+            ctx,
+            p.clone(),
+            &args.sign_in,
+            args.keep_old,
+            args.secret_years,
+            "rotated",
+        )
+        .await;
+    }
+
+    let way = choose_way(ctx, &args, existing.as_ref())?;
+    let ep = ctx.endpoints(cloud).await?;
+    ctx.ui.heading(format!(
+        "csp-onboard init · profile '{}' · {} cloud",
+        ctx.profile,
+        cloud.as_str()
+    ));
+    // Open the store first: finding a locked keychain after creating a key helps nobody.
+    let secrets = ctx.secrets(cloud).await?;
+    match way {
+        WayIn::Capture => capture(ctx, &args, &ep, &secrets).await,
+        way => onboard(ctx, &args, &ep, &secrets, way, existing).await,
+    }
+}
+
+impl Ctx {
+    /// A profile captured without sign-in has no key ID but holds a secret.
+    fn meta_has_secret_only(&self, p: &Profile) -> bool {
+        p.key_id.is_none() && p.verified_at.is_some()
+    }
+}
+
+fn validate_flags(args: &InitArgs) -> Result<(), UserError> {
+    for (flag, v) in [("--app-id", &args.app_id), ("--commerce-id", &args.commerce_id)] {
+        if let Some(v) = v {
+            validate_guid(v).map_err(|m| UserError::usage(format!("{flag}: {m}")))?;
+        }
+    }
+    if let Some(t) = &args.sign_in.tenant {
+        signin::validate_tenant(t).map_err(|m| UserError::usage(format!("--tenant: {m}")))?;
+    }
+    if args.app_secret_stdin && args.app_id.is_none() {
+        return Err(UserError::usage("--app-secret-stdin captures an existing app and needs its --app-id")
+            .hint("pass --app-id with the App ID shown in Partner Center > App management"));
+    }
+    let stdin_flags = [
+        args.app_secret_stdin,
+        args.sign_in.client_secret_stdin,
+        args.sign_in.access_token_stdin,
+    ];
+    if stdin_flags.iter().filter(|f| **f).count() > 1 {
+        return Err(UserError::usage("only one of --app-secret-stdin, --client-secret-stdin and --access-token-stdin can read stdin")
+            .hint("pass the other secret through its environment variable"));
+    }
+    Ok(())
+}
+
+pub fn validate_guid(v: &str) -> Result<(), String> {
+    uuid::Uuid::try_parse(v.trim())
+        .map(|_| ())
+        .map_err(|_| format!("'{v}' is not a GUID (like 3f2504e0-4f89-11d3-9a0c-0305e82c3301)"))
+}
+
+/// A pasted secret value; a GUID here is nearly always the secret's ID copied by mistake.
+fn validate_secret_value(v: &str) -> Result<(), String> {
+    if uuid::Uuid::try_parse(v.trim()).is_ok() {
+        return Err("that looks like the secret's ID; paste its Value".into());
+    }
+    if v.trim().len() < 8 {
+        return Err("too short for a client secret; paste its Value".into());
+    }
+    Ok(())
+}
+
+fn choose_way(ctx: &Ctx, args: &InitArgs, existing: Option<&Profile>) -> anyhow::Result<WayIn> {
+    let app_secret_in_env = std::env::var(ENV_APP_SECRET).is_ok_and(|v| !v.trim().is_empty());
+    if let Some(app) = &args.app_id {
+        if args.app_secret_stdin || app_secret_in_env {
+            return Ok(WayIn::Capture);
+        }
+        return Ok(WayIn::Existing(app.clone()));
+    }
+    if let Some(p) = existing {
+        // A run that created the app but stopped before its key: never create a second app.
+        return Ok(WayIn::Existing(p.app_id.clone()));
+    }
+    if !ctx.ui.interactive {
+        return Ok(WayIn::Create);
+    }
+    let choice = ctx.ui.select(
+        "How do you want to set up the Partner Center web app?",
+        &[
+            "Create a new web app (recommended)",
+            "Use an existing web app (add a new key to it)",
+            "Capture an app and key made in the Partner Center portal (no sign-in)",
+        ],
+        0,
+        "--app-id",
+    )?;
+    Ok(match choice {
+        0 => WayIn::Create,
+        1 => {
+            let app = ctx.ui.input("App ID of the existing web app", None, "--app-id", validate_guid)?;
+            WayIn::Existing(app)
+        }
+        _ => WayIn::Capture,
+    })
+}
+
+fn ask_commerce_id(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<Option<String>> {
+    if let Some(c) = &args.commerce_id {
+        return Ok(Some(c.trim().to_lowercase()));
+    }
+    let v = ctx.ui.input_optional(
+        "Commerce ID from Partner Center > App management (optional, Enter to skip)",
+        validate_guid,
+    )?;
+    Ok(v.map(|c| c.to_lowercase()))
+}
+
+fn verify_options() -> VerifyOptions {
+    VerifyOptions::default()
+}
+
+/// Capture: an app and key made in the portal. No admin sign-in; prove the secret, store it.
+async fn capture(ctx: &mut Ctx, args: &InitArgs, ep: &Endpoints, secrets: &Secrets) -> anyhow::Result<Exit> {
+    let tenant = match &args.sign_in.tenant {
+        Some(t) => t.clone(),
+        None => ctx.ui.input(
+            "Partner tenant (tenant ID or domain)",
+            ctx.emulator_tenant().as_deref(),
+            "--tenant",
+            signin::validate_tenant,
+        )?,
+    };
+    let app_id = match &args.app_id {
+        Some(a) => a.trim().to_lowercase(),
+        None => ctx.ui.input("App ID (from App management)", None, "--app-id", validate_guid)?,
+    };
+    let commerce_id = ask_commerce_id(ctx, args)?;
+    let secret = signin::secret_input(
+        &ctx.ui,
+        "the app's secret value",
+        args.app_secret_stdin,
+        ENV_APP_SECRET,
+        "--app-secret-stdin",
+        validate_secret_value,
+    )?;
+    let http = ctx.http()?;
+    verify_with_retry_offer(ctx, &http, ep, &tenant, &app_id, &secret).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut p = Profile {
+        profile: ctx.profile.clone(),
+        cloud: ep.cloud,
+        tenant_id: tenant,
+        commerce_id,
+        app_id,
+        app_object_id: None,
+        app_display_name: None,
+        key_id: None,
+        key_display_name: None,
+        secret_hint: Some(secret.hint()),
+        secret_expires: None,
+        store: secrets.kind(),
+        created_at: now,
+        updated_at: now,
+        verified_at: Some(now),
+        pending: None,
+    };
+    secrets.set(&p.profile, Slot::Current, &secret).await.context("storing the secret")?;
+    ctx.meta.save(&p)?;
+    ctx.ui.done(format!("Stored the secret in {}", secrets.describe(&p.profile).await));
+    p.updated_at = now;
+    summary(ctx, &p, secrets, "captured").await;
+    Ok(Exit::Success)
+}
+
+/// Verify; when Partner Center refuses the app but the secret authenticates, explain and offer to check again.
+pub async fn verify_with_retry_offer(
+    ctx: &Ctx,
+    http: &HttpClient,
+    ep: &Endpoints,
+    tenant: &str,
+    app_id: &str,
+    secret: &Secret,
+) -> anyhow::Result<()> {
+    loop {
+        let r = rotation::verify(&ctx.ui, http, ep, tenant, app_id, secret, &verify_options()).await;
+        let Err(e) = r else { return Ok(()) };
+        let not_registered = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<crate::partner_center::verify::VerifyError>(),
+                Some(crate::partner_center::verify::VerifyError::NotRegisteredInPartnerCenter { .. })
+            )
+        });
+        if not_registered && ctx.ui.interactive {
+            ctx.ui.warn(format!(
+                "The secret authenticates, but Partner Center does not accept the app yet.\n  \
+                 Open https://partner.microsoft.com/pcv/apiintegration/appmanagement, choose \
+                 \"Register existing app\" and register App ID {app_id}."
+            ));
+            if ctx.ui.confirm("Check again now?", true)? {
+                continue;
+            }
+        }
+        return Err(e);
+    }
+}
+
+struct Account {
+    tenant_id: String,
+    tenant_name: Option<String>,
+    user: String,
+    policy: Option<LifetimePolicy>,
+}
+
+/// Who signed in, which tenant, admin role, CSP tenant, lifetime policy: independent reads, in parallel.
+async fn check_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
+    let spin = ctx.ui.spinner("Checking the account and the tenant…");
+    let (me, org, member_of, pc_sp, policy) = tokio::join!(
+        graph.me(),
+        graph.organization(),
+        graph.member_of(),
+        graph.partner_center_service_principal(),
+        graph.default_app_management_policy(),
+    );
+    spin.finish();
+    let me = me.context("reading the signed-in user")?;
+    let org = org.context("reading the tenant")?;
+    let tenant_name = org.display_name.clone();
+    ctx.ui.done(format!(
+        "Signed in as {} in {} ({})",
+        me.user_principal_name,
+        tenant_name.as_deref().unwrap_or("the tenant"),
+        org.id
+    ));
+    let member_of = member_of.context("reading the user's roles and groups")?;
+    let global_admin = member_of
+        .iter()
+        .any(|o| o.role_template_id.as_deref() == Some(GLOBAL_ADMIN_ROLE));
+    let admin_agent = member_of
+        .iter()
+        .any(|o| o.display_name.as_deref() == Some(ADMIN_AGENTS) && o.role_template_id.is_none());
+    if !global_admin && !admin_agent {
+        return Err(UserError::new(
+            Exit::Permission,
+            format!(
+                "{} is neither a Global Administrator nor an Admin agent of this tenant",
+                me.user_principal_name
+            ),
+        )
+        .hint("sign in as a Global Administrator, or as a member of the AdminAgents group (Admin agent role in Partner Center)")
+        .into());
+    }
+    ctx.ui.done(if global_admin { "Role: Global Administrator" } else { "Role: Admin agent" });
+    if pc_sp.context("looking for the Partner Center service principal")?.is_none() {
+        return Err(UserError::new(
+            Exit::Permission,
+            format!("tenant {} is not a CSP partner tenant: it has no Partner Center service principal ({PARTNER_CENTER_APP_ID})", org.id),
+        )
+        .hint("sign in to your partner tenant (the one enrolled in the Cloud Solution Provider program), not a customer tenant")
+        .into());
+    }
+    ctx.ui.done("CSP partner tenant (Partner Center is present)");
+    let policy = match policy {
+        Ok(p) => Some(p),
+        Err(e) => {
+            // Admin agents may not read policies; addPassword still enforces them.
+            ctx.ui.detail(format!("could not read the app management policy: {e}"));
+            None
+        }
+    };
+    Ok(Account { tenant_id: org.id, tenant_name, user: me.user_principal_name, policy })
+}
+
+/// The key lifetime in days: the flag, or a choice among those the policy allows.
+fn choose_lifetime(ctx: &Ctx, years_flag: Option<u8>, policy: Option<&LifetimePolicy>) -> anyhow::Result<i64> {
+    if policy.is_some_and(|p| p.passwords_blocked) {
+        return Err(UserError::new(Exit::Policy, "the tenant's app management policy does not allow client secrets")
+            .hint("ask a Global Administrator to allow password credentials for this app (Entra ID > App management policies), or use a certificate-based tool")
+            .into());
+    }
+    let max_days = policy.and_then(|p| p.max_password_lifetime_days).map(i64::from);
+    let allowed: Vec<u8> = [1u8, 2].into_iter().filter(|y| max_days.is_none_or(|m| i64::from(*y) * 365 <= m)).collect();
+    if let Some(y) = years_flag {
+        if !allowed.contains(&y) {
+            return Err(UserError::new(
+                Exit::Policy,
+                format!("the tenant's policy caps secret lifetime at {} days; {y} year(s) is not allowed", max_days.unwrap_or(0)),
+            )
+            .hint(match allowed.first() {
+                Some(a) => format!("pass --secret-years {a}"),
+                None => "ask a Global Administrator to raise the limit".into(),
+            })
+            .into());
+        }
+        return Ok(i64::from(y) * 365);
+    }
+    match (allowed.as_slice(), max_days) {
+        ([], Some(m)) => {
+            ctx.ui.warn(format!("The tenant's policy caps secret lifetime at {m} days; the key will last {m} days."));
+            Ok(m)
+        }
+        ([only], _) => {
+            if max_days.is_some() {
+                ctx.ui.info("The tenant's policy allows keys of at most 1 year.");
+            }
+            Ok(i64::from(*only) * 365)
+        }
+        _ if ctx.ui.interactive => {
+            let i = ctx.ui.select("How long should the key last?", &["1 year (recommended)", "2 years"], 0, "--secret-years")?;
+            Ok(if i == 0 { 365 } else { 730 })
+        }
+        _ => Ok(365),
+    }
+}
+
+async fn onboard(
+    ctx: &mut Ctx,
+    args: &InitArgs,
+    ep: &Endpoints,
+    secrets: &Secrets,
+    way: WayIn,
+    existing: Option<Profile>,
+) -> anyhow::Result<Exit> {
+    let http = ctx.http()?;
+    let tenant_hint = args.sign_in.tenant.clone().or_else(|| existing.as_ref().map(|p| p.tenant_id.clone()));
+    let signed = signin::sign_in(&ctx.ui, &http, ep, &args.sign_in, tenant_hint.as_deref()).await?;
+    let graph = Graph::new(http.clone(), ep, signed.graph_token.clone());
+    let account = if matches!(args.sign_in.auth, Some(crate::cli::AuthArg::ClientSecret)) {
+        app_identity_account(ctx, &graph).await?
+    } else {
+        check_account(ctx, &graph).await?
+    };
+    let days = choose_lifetime(ctx, args.secret_years, account.policy.as_ref())?;
+    let commerce_id = match &existing {
+        Some(p) if args.commerce_id.is_none() => p.commerce_id.clone(),
+        _ => ask_commerce_id(ctx, args)?,
+    };
+
+    let now = OffsetDateTime::now_utc();
+    let (app_id, object_id, app_name, created) = match way {
+        WayIn::Create => {
+            let name = match &args.app_name {
+                Some(n) => n.clone(),
+                None if ctx.ui.interactive => ctx.ui.input("Name of the new web app", Some(DEFAULT_APP_NAME), "--app-name", |v| {
+                    if v.is_empty() || v.len() > 120 { Err("give a name of 1 to 120 characters".into()) } else { Ok(()) }
+                })?,
+                None => DEFAULT_APP_NAME.to_string(),
+            };
+            let spin = ctx.ui.spinner("Creating the web app…");
+            let app = graph.create_application(&name).await.context("creating the web app")?;
+            spin.finish();
+            ctx.ui.done(format!("Created the web app '{name}' (App ID {})", app.app_id));
+            (app.app_id, app.id, Some(name), true)
+        }
+        WayIn::Existing(app_id) => {
+            let spin = ctx.ui.spinner("Looking up the web app…");
+            let app = graph.get_application(&app_id).await.context("looking up the web app")?;
+            spin.finish();
+            let app = app.ok_or_else(|| rotation::app_not_found(&app_id, &account.tenant_id))?;
+            ctx.ui.done(format!(
+                "Using the web app '{}' (App ID {})",
+                app.display_name.as_deref().unwrap_or("unnamed"),
+                app.app_id
+            ));
+            let created = existing.as_ref().is_some_and(|p| p.app_id.eq_ignore_ascii_case(&app.app_id) && p.app_display_name.is_some());
+            (app.app_id, app.id, app.display_name, created)
+        }
+        WayIn::Capture => unreachable!("handled by capture()"),
+    };
+    // Record the app at once, so that an interrupted run reuses it instead of creating another.
+    let mut p = existing.unwrap_or(Profile {
+        profile: ctx.profile.clone(),
+        cloud: ep.cloud,
+        tenant_id: account.tenant_id.clone(),
+        commerce_id: None,
+        app_id: app_id.clone(),
+        app_object_id: Some(object_id.clone()),
+        app_display_name: app_name.clone().filter(|_| created),
+        key_id: None,
+        key_display_name: None,
+        secret_hint: None,
+        secret_expires: None,
+        store: secrets.kind(),
+        created_at: now,
+        updated_at: now,
+        verified_at: None,
+        pending: None,
+    });
+    p.commerce_id = commerce_id;
+    p.app_object_id = Some(object_id.clone());
+    ctx.meta.save(&p)?;
+
+    let spin = ctx.ui.spinner("Creating the service principal (waiting for replication)…");
+    let sp = graph.create_service_principal(&app_id).await.context("creating the app's service principal")?;
+    spin.finish();
+    ctx.ui.done("Service principal ready");
+    if created {
+        let spin = ctx.ui.spinner("Adding the app to AdminAgents…");
+        match graph.find_group(ADMIN_AGENTS).await.context("looking up the AdminAgents group")? {
+            Some(gid) => {
+                let m = graph.add_group_member(&gid, &sp.id).await.context("adding the app to AdminAgents")?;
+                spin.finish();
+                ctx.ui.done(match m {
+                    Membership::Added => "Added the app to AdminAgents",
+                    Membership::AlreadyMember => "The app is already in AdminAgents",
+                });
+            }
+            None => {
+                spin.finish();
+                ctx.ui.warn("No AdminAgents group in this tenant; skipped the pre-consent step.");
+            }
+        }
+    }
+
+    let engine = Engine {
+        ui: &ctx.ui,
+        http: &http,
+        ep,
+        graph: &graph,
+        secrets,
+        meta: &ctx.meta,
+        verify: verify_options(),
+    };
+    let end = OffsetDateTime::now_utc() + Duration::days(days);
+    engine.replace_key(&mut p, end, args.keep_old).await?;
+    let _ = account.tenant_name;
+    let _ = account.user;
+    summary(ctx, &p, secrets, if created { "created" } else { "key_added" }).await;
+    Ok(Exit::Success)
+}
+
+/// With an automation identity there is no user: the tenant comes from the organization.
+async fn app_identity_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
+    let (org, pc_sp, policy) = tokio::join!(
+        graph.organization(),
+        graph.partner_center_service_principal(),
+        graph.default_app_management_policy()
+    );
+    let org = org.context("reading the tenant")?;
+    if pc_sp.context("looking for the Partner Center service principal")?.is_none() {
+        return Err(UserError::new(Exit::Permission, format!("tenant {} is not a CSP partner tenant", org.id)).into());
+    }
+    ctx.ui.done(format!("Tenant {} ({})", org.display_name.as_deref().unwrap_or(""), org.id));
+    Ok(Account { tenant_id: org.id, tenant_name: org.display_name, user: String::new(), policy: policy.ok() })
+}
+
+/// The summary and next steps (stderr), and the result document (stdout with --json).
+pub async fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
+    let location = secrets.describe(&p.profile).await;
+    let ui = &ctx.ui;
+    ui.heading("Done. Your Partner Center web app:");
+    ui.info(format!("  Tenant ID (Account ID)  {}", p.tenant_id));
+    ui.info(format!("  App ID                  {}", p.app_id));
+    match &p.commerce_id {
+        Some(c) => ui.info(format!("  Commerce ID             {c}")),
+        None => ui.info(format!("  Commerce ID             not given: it is shown in {COMMERCE_ID_WHERE}")),
+    }
+    ui.info(format!(
+        "  Secret                  {}…  (expires {})",
+        p.secret_hint.as_deref().unwrap_or(""),
+        p.secret_expires.map(|e| e.date().to_string()).unwrap_or_else(|| "unknown".into())
+    ));
+    ui.info(format!("  Stored in               {location}"));
+    ui.heading("Next steps");
+    ui.info("  • Microsoft Cost Management for partners (Azure portal, billing-account scope) needs no secret.");
+    ui.info("  • A third-party cost tool takes the tenant ID, App ID and secret, plus the");
+    ui.info("    \"Billing account reader\" role: `csp-onboard show --reveal` (or --json) hands them over.");
+    ui.info("  • `csp-onboard check` proves the key still works; run `csp-onboard init` again to rotate it.");
+    let mut doc = serde_json::json!({"ok": true, "action": action, "store": p.store, "store_location": location});
+    if let (Some(obj), serde_json::Value::Object(pj)) = (doc.as_object_mut(), profile_json(p)) {
+        obj.extend(pj);
+    }
+    print_json(ui, &doc);
+}
+

@@ -1,0 +1,220 @@
+//! One file per subcommand, and the context they share (terminal, profile, endpoints, store).
+
+mod check;
+mod init;
+mod list;
+mod remove;
+mod rotate;
+mod show;
+
+use crate::cli::{CloudArg, Command, StoreArg};
+use crate::cloud::{Cloud, Endpoints};
+use crate::emulator::{Emulator, EmulatorConfig, Knobs};
+use crate::exit::{Exit, UserError};
+use crate::partner_center::HttpClient;
+use crate::store::{self, MetaStore, Profile, Secrets, StoreKind};
+use crate::ui::Ui;
+use anyhow::Context as _;
+use clap::CommandFactory;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = crate::cli::Cli::command();
+            clap_complete::generate(shell, &mut cmd, "csp-onboard", &mut std::io::stdout());
+            return Ok(Exit::Success);
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(crate::cli::Cli::command()).render(&mut out)?;
+            use std::io::Write;
+            std::io::stdout().write_all(&out)?;
+            return Ok(Exit::Success);
+        }
+        Command::Emulator(args) => {
+            crate::emulator::run(args).await?;
+            return Ok(Exit::Success);
+        }
+        _ => {}
+    }
+    let mut ctx = Ctx::new(g)?;
+    match cli.command {
+        Command::Init(args) => init::run(&mut ctx, args).await,
+        Command::Rotate(args) => rotate::run(&mut ctx, args).await,
+        Command::Show(args) => show::run(&ctx, args).await,
+        Command::List => list::run(&ctx).await,
+        Command::Check(args) => check::run(&mut ctx, args).await,
+        Command::Remove(args) => remove::run(&mut ctx, args).await,
+        Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
+    }
+}
+
+/// What every profile command needs: the terminal, the profile name, the stores, the endpoints.
+pub struct Ctx {
+    pub ui: Ui,
+    pub profile: String,
+    cloud_flag: Option<Cloud>,
+    pub store_kind: StoreKind,
+    pub data_dir: PathBuf,
+    pub meta: MetaStore,
+    emulator: Option<Emulator>,
+}
+
+impl Ctx {
+    fn new(g: &crate::cli::GlobalArgs) -> anyhow::Result<Ctx> {
+        store::validate_profile_name(&g.profile)?;
+        let data_dir = store::data_dir()?;
+        let meta = MetaStore::open(&data_dir)?;
+        Ok(Ctx {
+            ui: Ui::new(g.json, g.quiet, g.verbose, g.non_interactive),
+            profile: g.profile.clone(),
+            cloud_flag: g.cloud.map(|c| match c {
+                CloudArg::Global => Cloud::Global,
+                CloudArg::Usgov => Cloud::Usgov,
+                CloudArg::China => Cloud::China,
+                CloudArg::Emulator => Cloud::Emulator,
+                CloudArg::Custom => Cloud::Custom,
+            }),
+            store_kind: match g.store {
+                StoreArg::Keychain => StoreKind::Keychain,
+                StoreArg::File => StoreKind::File,
+            },
+            data_dir,
+            meta,
+            emulator: None,
+        })
+    }
+
+    /// The cloud: the flag, else the stored profile's, else global.
+    pub fn cloud(&self, existing: Option<&Profile>) -> Cloud {
+        self.cloud_flag
+            .or(existing.map(|p| p.cloud))
+            .unwrap_or(Cloud::Global)
+    }
+
+    /// A profile that must exist (exit 8 otherwise).
+    pub fn require_profile(&self) -> anyhow::Result<Profile> {
+        self.meta.load(&self.profile)?.ok_or_else(|| {
+            UserError::new(
+                Exit::NotFound,
+                format!("no profile named '{}' is stored", self.profile),
+            )
+            .hint("run `csp-onboard init` to create it, or `csp-onboard list` to see what is stored")
+            .into()
+        })
+    }
+
+    /// The endpoints of a cloud. `emulator` starts the built-in emulator in this process,
+    /// with its state kept in the data directory so that a second run sees the first's app.
+    pub async fn endpoints(&mut self, cloud: Cloud) -> anyhow::Result<Endpoints> {
+        match cloud {
+            Cloud::Custom => Ok(Endpoints::custom_from_env()?),
+            Cloud::Emulator => {
+                if self.emulator.is_none() {
+                    let dir = self.data_dir.join("emulator");
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    let config = EmulatorConfig {
+                        state_file: Some(dir.join("state.json")),
+                        knobs: emulator_demo_knobs(),
+                        ..Default::default()
+                    };
+                    let emu = Emulator::start(config)
+                        .await
+                        .context("starting the built-in emulator")?;
+                    self.ui.detail(format!(
+                        "built-in emulator: authority {}, Graph {}, Partner Center {}",
+                        emu.authority_url(),
+                        emu.graph_url(),
+                        emu.partner_center_url()
+                    ));
+                    self.emulator = Some(emu);
+                }
+                let emu = self.emulator.as_ref().expect("started above");
+                Ok(Endpoints::from_urls(
+                    Cloud::Emulator,
+                    &emu.authority_url(),
+                    &emu.graph_url(),
+                    &emu.partner_center_url(),
+                )?)
+            }
+            public => Ok(Endpoints::public(public).expect("a public cloud")),
+        }
+    }
+
+    /// The tenant of the built-in emulator, the natural default there.
+    pub fn emulator_tenant(&self) -> Option<String> {
+        self.emulator.as_ref().map(|e| e.tenant_id())
+    }
+
+    /// One HTTP client for the run; waits (throttling, replication) are reported on stderr.
+    pub fn http(&self) -> anyhow::Result<HttpClient> {
+        let ui = self.ui.clone();
+        Ok(HttpClient::new()?.on_wait(Arc::new(move |n| {
+            ui.detail(format!(
+                "{:?} from {:?}; retrying in {:.1} s (attempt {})",
+                n.reason,
+                n.service,
+                n.delay.as_secs_f64(),
+                n.attempt
+            ));
+        })))
+    }
+
+    /// The secret store, opened and probed; the emulator cloud may fall back to the file store.
+    pub async fn secrets(&self, cloud: Cloud) -> anyhow::Result<Secrets> {
+        let kind = self.store_kind;
+        let (secrets, notice) =
+            tokio::task::spawn_blocking(move || store::open_secrets(kind, cloud)).await??;
+        if let Some(n) = notice {
+            self.ui.warn(n);
+        }
+        Ok(secrets)
+    }
+}
+
+/// The in-process emulator behaves like a real tenant, but nobody is there to approve a device
+/// code on its web page, so it approves after the first poll.
+fn emulator_demo_knobs() -> Knobs {
+    Knobs {
+        auto_approve_device_code_after_polls: Some(1),
+        ..Default::default()
+    }
+}
+
+/// Print the JSON result document (with `--json`).
+pub fn print_json(ui: &Ui, doc: &serde_json::Value) {
+    if ui.json {
+        println!("{doc:#}");
+    }
+}
+
+pub fn rfc3339(t: Option<time::OffsetDateTime>) -> Option<String> {
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+}
+
+/// Days from now until `t` (negative when past).
+pub fn days_left(t: time::OffsetDateTime) -> i64 {
+    (t - time::OffsetDateTime::now_utc()).whole_days()
+}
+
+/// The profile as `show --json` documents it.
+pub fn profile_json(p: &Profile) -> serde_json::Value {
+    serde_json::json!({
+        "profile": p.profile,
+        "cloud": p.cloud.as_str(),
+        "tenant_id": p.tenant_id,
+        "commerce_id": p.commerce_id,
+        "app_id": p.app_id,
+        "app_object_id": p.app_object_id,
+        "key_id": p.key_id,
+        "secret_hint": p.secret_hint,
+        "secret_expires": rfc3339(p.secret_expires),
+    })
+}

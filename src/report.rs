@@ -1,0 +1,70 @@
+//! The one place that turns any error into a message with a next step, a JSON error document, and an exit code.
+
+use crate::exit::{Exit, UserError};
+use crate::partner_center::ApiError;
+use crate::partner_center::verify::VerifyError;
+use crate::store::StoreError;
+use console::style;
+
+pub fn interrupted() -> anyhow::Error {
+    UserError::new(Exit::Interrupted, "interrupted").into()
+}
+
+/// Find the most specific known error in the chain and translate it.
+pub fn classify(err: &anyhow::Error) -> UserError {
+    for cause in err.chain() {
+        if let Some(u) = cause.downcast_ref::<UserError>() {
+            return UserError {
+                exit: u.exit,
+                message: u.message.clone(),
+                hint: u.hint.clone(),
+            };
+        }
+        if let Some(a) = cause.downcast_ref::<ApiError>() {
+            return a.to_user_error();
+        }
+        if let Some(v) = cause.downcast_ref::<VerifyError>() {
+            return v.to_user_error();
+        }
+        if let Some(s) = cause.downcast_ref::<StoreError>() {
+            return s.to_user_error();
+        }
+    }
+    UserError::new(Exit::Failure, err.to_string())
+}
+
+/// Print the error for a person (stderr) and, with `--json`, as a document on stdout.
+pub fn print_error(err: &anyhow::Error, json: bool) -> Exit {
+    let u = classify(err);
+    if u.exit == Exit::Interrupted {
+        eprintln!("\n{}", style("Interrupted.").yellow());
+    } else {
+        // The outer contexts say what we were doing; the classified error says what went wrong.
+        let mut doing: Vec<String> = err
+            .chain()
+            .map(|c| c.to_string())
+            .take_while(|m| *m != u.message)
+            .collect();
+        doing.dedup();
+        eprintln!("{} {}", style("error:").red().bold(), u.message);
+        for d in doing {
+            eprintln!("  {} {d}", style("while").dim());
+        }
+        if let Some(h) = &u.hint {
+            eprintln!("{} {h}", style("hint:").cyan().bold());
+        }
+    }
+    if json {
+        let doc = serde_json::json!({
+            "ok": false,
+            "error": {
+                "exit_code": u.exit.code(),
+                "kind": u.exit.name(),
+                "message": u.message,
+                "hint": u.hint,
+            }
+        });
+        println!("{doc:#}");
+    }
+    u.exit
+}

@@ -1,0 +1,280 @@
+//! Adding a key to the app without ever losing a working secret: record, add, keep, verify, switch, retire, and recovery after a crash at any step.
+
+use crate::cloud::Endpoints;
+use crate::exit::{Exit, UserError};
+use crate::partner_center::verify::{VerifyEvent, VerifyOptions, verify_secret};
+use crate::partner_center::{Graph, HttpClient};
+use crate::secret::Secret;
+use crate::store::{MetaStore, PendingRotation, Profile, Secrets, Slot};
+use crate::ui::Ui;
+use anyhow::Context as _;
+use time::OffsetDateTime;
+
+/// Every key this tool adds is named so; with the profile and a timestamp it is unique,
+/// which is what lets a re-run find a key whose creation response was lost.
+pub const KEY_NAME_PREFIX: &str = "csp-onboard";
+
+pub struct Engine<'a> {
+    pub ui: &'a Ui,
+    pub http: &'a HttpClient,
+    pub ep: &'a Endpoints,
+    pub graph: &'a Graph,
+    pub secrets: &'a Secrets,
+    pub meta: &'a MetaStore,
+    pub verify: VerifyOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new key is stored and verified.
+    Replaced,
+    /// An interrupted rotation was finished instead of starting another.
+    Resumed,
+}
+
+pub struct Retired {
+    pub old_key_id: Option<String>,
+    pub kept: bool,
+}
+
+impl Engine<'_> {
+    fn save(&self, p: &mut Profile) -> anyhow::Result<()> {
+        p.updated_at = OffsetDateTime::now_utc();
+        self.meta.save(p).context("saving the profile metadata")
+    }
+
+    /// Add a key ending at `end`, verify it, store it, and retire the old one unless `keep_old`.
+    pub async fn replace_key(
+        &self,
+        p: &mut Profile,
+        end: OffsetDateTime,
+        keep_old: bool,
+    ) -> anyhow::Result<(Outcome, Retired)> {
+        let object_id = self.app_object_id(p).await?;
+        if let Some(done) = self.recover(p, &object_id).await? {
+            return Ok(done);
+        }
+        let now = OffsetDateTime::now_utc();
+        let name = format!(
+            "{KEY_NAME_PREFIX} {} {} {}",
+            p.profile,
+            now.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        // 1. Record the intent before the call: if its response is lost, the name finds the key.
+        p.pending = Some(PendingRotation {
+            key_display_name: name.clone(),
+            started_at: now,
+            key_id: None,
+            secret_expires: None,
+            old_key_id: p.key_id.clone(),
+            keep_old,
+        });
+        self.save(p)?;
+        // 2. Add the key. Never retried blindly: a retry could leave a second key.
+        let spin = self.ui.spinner("Creating the secret…");
+        let added = self.graph.add_password(&object_id, &name, end).await;
+        spin.finish();
+        let new = match added {
+            Ok(n) => n,
+            Err(e) => {
+                if e.status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429) {
+                    // Refused outright (policy, permissions): nothing was created.
+                    p.pending = None;
+                    self.save(p)?;
+                }
+                return Err(anyhow::Error::new(e).context("adding a secret to the app"));
+            }
+        };
+        self.ui.done(format!(
+            "Created a secret ({}…, expires {})",
+            new.hint.clone().unwrap_or_else(|| new.secret.hint()),
+            new.end.date()
+        ));
+        // 3. Keep the new secret before anything else can fail: it is shown only once.
+        if let Err(e) = self.secrets.set(&p.profile, Slot::Pending, &new.secret).await {
+            // Without a place to keep it the key is useless; take it off the app again.
+            let _ = self.graph.remove_password(&object_id, &new.key_id).await;
+            p.pending = None;
+            self.save(p)?;
+            return Err(anyhow::Error::new(e).context("keeping the new secret"));
+        }
+        if let Some(pending) = p.pending.as_mut() {
+            pending.key_id = Some(new.key_id.clone());
+            pending.secret_expires = Some(new.end);
+        }
+        self.save(p)?;
+        // 4–6. Verify, switch, retire.
+        let retired = self
+            .finish(p, &object_id, &new.secret, &new.key_id, new.end, new.hint)
+            .await?;
+        Ok((Outcome::Replaced, retired))
+    }
+
+    async fn app_object_id(&self, p: &mut Profile) -> anyhow::Result<String> {
+        if let Some(id) = &p.app_object_id {
+            return Ok(id.clone());
+        }
+        let app = self
+            .graph
+            .get_application(&p.app_id)
+            .await?
+            .ok_or_else(|| app_not_found(&p.app_id, &p.tenant_id))?;
+        p.app_object_id = Some(app.id.clone());
+        Ok(app.id)
+    }
+
+    /// Verify the pending secret, make it the current one, then retire the old key.
+    async fn finish(
+        &self,
+        p: &mut Profile,
+        object_id: &str,
+        secret: &Secret,
+        key_id: &str,
+        end: OffsetDateTime,
+        hint: Option<String>,
+    ) -> anyhow::Result<Retired> {
+        if p.key_id.as_deref() != Some(key_id) {
+            verify(self.ui, self.http, self.ep, &p.tenant_id, &p.app_id, secret, &self.verify)
+                .await
+                .context("verifying the new secret (it stays pending: run the same command again to retry)")?;
+            self.secrets
+                .set(&p.profile, Slot::Current, secret)
+                .await
+                .context("storing the verified secret")?;
+            p.key_id = Some(key_id.to_string());
+            p.secret_hint = Some(hint.unwrap_or_else(|| secret.hint()));
+            p.secret_expires = Some(end);
+            p.verified_at = Some(OffsetDateTime::now_utc());
+            p.store = self.secrets.kind();
+            self.save(p)?;
+            self.ui.done(format!(
+                "Stored the secret in {}",
+                self.secrets.describe(&p.profile).await
+            ));
+        }
+        let pending = p.pending.clone();
+        let old = pending.as_ref().and_then(|r| r.old_key_id.clone());
+        let keep = pending.as_ref().is_some_and(|r| r.keep_old);
+        if let Some(old) = old.as_deref().filter(|o| *o != key_id)
+            && !keep
+        {
+            let spin = self.ui.spinner("Removing the old key from the app…");
+            self.graph
+                .remove_password(object_id, old)
+                .await
+                .context("removing the old key (the new one is stored and works; run again to finish)")?;
+            spin.finish();
+            self.ui.done(format!("Removed the old key {old}"));
+        }
+        self.secrets.delete(&p.profile, Slot::Pending).await?;
+        p.pending = None;
+        self.save(p)?;
+        Ok(Retired {
+            old_key_id: old,
+            kept: keep,
+        })
+    }
+
+    /// Bring an interrupted rotation to an end: finish it when its secret is kept and works,
+    /// otherwise take its key off the app. Returns `Some` when it finished one.
+    pub async fn recover(
+        &self,
+        p: &mut Profile,
+        object_id: &str,
+    ) -> anyhow::Result<Option<(Outcome, Retired)>> {
+        let Some(pending) = p.pending.clone() else {
+            return Ok(None);
+        };
+        self.ui
+            .info("Found an interrupted rotation; bringing it to an end first.");
+        let app = self
+            .graph
+            .get_application(&p.app_id)
+            .await?
+            .ok_or_else(|| app_not_found(&p.app_id, &p.tenant_id))?;
+        let on_app = |key_id: &str| {
+            app.password_credentials
+                .iter()
+                .any(|c| c.key_id.eq_ignore_ascii_case(key_id))
+        };
+        if let Some(key_id) = pending.key_id.clone() {
+            let kept = self.secrets.get(&p.profile, Slot::Pending).await?;
+            let stored_already = p.key_id.as_deref() == Some(key_id.as_str());
+            match kept {
+                Some(secret) if on_app(&key_id) || stored_already => {
+                    let end = pending
+                        .secret_expires
+                        .or(p.secret_expires)
+                        .unwrap_or_else(OffsetDateTime::now_utc);
+                    let retired = self
+                        .finish(p, object_id, &secret, &key_id, end, None)
+                        .await?;
+                    return Ok(Some((Outcome::Resumed, retired)));
+                }
+                _ if stored_already => {
+                    let retired = self
+                        .finish(p, object_id, &Secret::new(""), &key_id, p.secret_expires.unwrap_or_else(OffsetDateTime::now_utc), None)
+                        .await?;
+                    return Ok(Some((Outcome::Resumed, retired)));
+                }
+                _ => {
+                    if on_app(&key_id) {
+                        self.graph.remove_password(object_id, &key_id).await?;
+                    }
+                }
+            }
+        }
+        // The key's creation may have been applied with its response lost: find it by name.
+        for c in &app.password_credentials {
+            if c.display_name.as_deref() == Some(pending.key_display_name.as_str())
+                && p.key_id.as_deref() != Some(c.key_id.as_str())
+            {
+                self.graph.remove_password(object_id, &c.key_id).await?;
+                self.ui
+                    .done(format!("Removed the unfinished key {} from the app", c.key_id));
+            }
+        }
+        self.secrets.delete(&p.profile, Slot::Pending).await?;
+        p.pending = None;
+        self.save(p)?;
+        Ok(None)
+    }
+}
+
+pub fn app_not_found(app_id: &str, tenant: &str) -> anyhow::Error {
+    UserError::new(
+        Exit::NotFound,
+        format!("no application with App ID {app_id} in tenant {tenant}"),
+    )
+    .hint("check the App ID (Partner Center > Account settings > App management) and the tenant")
+    .into()
+}
+
+/// Prove a secret works (token, then an App-only Partner Center call), with a spinner.
+pub async fn verify(
+    ui: &Ui,
+    http: &HttpClient,
+    ep: &Endpoints,
+    tenant: &str,
+    app_id: &str,
+    secret: &Secret,
+    opts: &VerifyOptions,
+) -> anyhow::Result<()> {
+    let spin = ui.spinner("Verifying the secret (token, then a Partner Center call)…");
+    let result = verify_secret(http, ep, tenant, app_id, secret, opts, |e| match e {
+        VerifyEvent::Propagating { attempt, elapsed } => spin.set(format!(
+            "Still propagating through Entra ID (attempt {attempt}, {} s)…",
+            elapsed.as_secs()
+        )),
+        VerifyEvent::Confirmed { count, of } => {
+            spin.set(format!("Confirming ({count}/{of})…"))
+        }
+    })
+    .await;
+    spin.finish();
+    result?;
+    ui.done("Verified: the secret gets a token and Partner Center accepts it");
+    Ok(())
+}
