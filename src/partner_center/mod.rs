@@ -14,3 +14,8 @@ pub use auth::{
     DeviceCode, PollEvent, SignInClient, TokenResponse, browser_sign_in, client_credentials,
     device_code_poll, device_code_start, graph_sign_in_scopes, refresh,
 };
+pub mod graph;
+pub use graph::{
+    Application, DirectoryObject, Graph, LifetimePolicy, Me, Membership, NewPassword, Organization,
+    PasswordCredential, ServicePrincipal, VerifiedDomain,
+};
