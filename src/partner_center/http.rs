@@ -665,6 +665,11 @@ mod tests {
         let (http, notices) = client();
         http.execute(&get(&fake.base)).await.unwrap();
         assert_eq!(notices.lock().unwrap()[0].delay, Duration::from_millis(50));
+        let reqs = fake.requests();
+        assert!(
+            reqs[1].at - reqs[0].at >= Duration::from_millis(50),
+            "the capped Retry-After was actually waited"
+        );
     }
 
     #[tokio::test]

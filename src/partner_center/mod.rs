@@ -19,3 +19,7 @@ pub use graph::{
     Application, DirectoryObject, Graph, LifetimePolicy, Me, Membership, NewPassword, Organization,
     PasswordCredential, ServicePrincipal, VerifiedDomain,
 };
+pub mod api;
+pub use api::{OrganizationProfile, PartnerCenter};
+pub mod verify;
+pub use verify::{VerifyError, VerifyEvent, VerifyOptions, verify_secret};
