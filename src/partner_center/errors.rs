@@ -106,7 +106,13 @@ impl ApiError {
         // reqwest's top-level text repeats the URL; the causes say what actually broke.
         while let Some(s) = source {
             let part = s.to_string();
-            if !part.contains("http://") && !part.contains("https://") && !text.contains(&part) {
+            // hyper's "client error (Connect)" only names the layer; its cause says what happened.
+            let noise = part.starts_with("client error (");
+            if !noise
+                && !part.contains("http://")
+                && !part.contains("https://")
+                && !text.contains(&part)
+            {
                 if !text.is_empty() {
                     text.push_str(": ");
                 }

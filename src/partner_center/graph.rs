@@ -311,13 +311,16 @@ impl Graph {
 
     /// A next link, kept on our Graph host so the token never travels to another origin.
     fn same_origin(&self, link: &str) -> Result<url::Url, ApiError> {
-        let next = url::Url::parse(link).map_err(|_| {
-            ApiError::new(
-                Service::Graph,
-                ErrorKind::Decode,
-                "an invalid @odata.nextLink",
-            )
-        })?;
+        // A relative link (not what Graph sends, but legal) resolves against our own base.
+        let next = url::Url::parse(link)
+            .or_else(|_| self.base.join(link))
+            .map_err(|_| {
+                ApiError::new(
+                    Service::Graph,
+                    ErrorKind::Decode,
+                    "an invalid @odata.nextLink",
+                )
+            })?;
         if next.origin() == self.base.origin() {
             return Ok(next);
         }

@@ -747,6 +747,15 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Network);
         assert_eq!(notices.lock().unwrap().len(), 3, "4 attempts, 3 waits");
+        let shown = e.to_user_error();
+        assert!(
+            shown
+                .message
+                .starts_with("could not reach Microsoft Graph: ")
+                && shown.message.contains("refused"),
+            "{}",
+            shown.message
+        );
         assert_eq!(e.exit(), crate::exit::Exit::Unreachable);
     }
 
