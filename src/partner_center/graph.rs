@@ -69,6 +69,24 @@ pub struct DirectoryObject {
     pub role_template_id: Option<String>,
 }
 
+impl DirectoryObject {
+    /// The Global Administrator directory role.
+    pub fn is_global_admin_role(&self) -> bool {
+        self.role_template_id
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(super::GLOBAL_ADMIN_ROLE_TEMPLATE))
+    }
+
+    /// The `AdminAgents` group (membership makes the user an Admin agent).
+    pub fn is_admin_agents_group(&self) -> bool {
+        let is_group = self
+            .odata_type
+            .as_deref()
+            .is_none_or(|t| t.eq_ignore_ascii_case("#microsoft.graph.group"));
+        is_group && self.display_name.as_deref() == Some(super::ADMIN_AGENTS_GROUP)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServicePrincipal {
@@ -781,6 +799,8 @@ mod tests {
         let all = g.member_of().await.unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].display_name.as_deref(), Some("AdminAgents"));
+        assert!(all[0].is_global_admin_role() && !all[0].is_admin_agents_group());
+        assert!(all[1].is_admin_agents_group() && !all[1].is_global_admin_role());
         let reqs = fake.requests();
         assert_eq!(reqs[1].target, "/v1.0/me/memberOf?$skiptoken=abc");
         assert_eq!(reqs[1].header("authorization"), Some("Bearer graph-token"));
