@@ -580,7 +580,7 @@ pub async fn client_credentials(
         return Err(ApiError::refused(
             Service::Authority,
             format!(
-                "an app-only sign-in needs the partner tenant, not {:?}: give the tenant ID (a GUID) or a verified domain with --tenant",
+                "an app-only sign-in needs the partner tenant itself, not {:?}",
                 tenant
             ),
         ));
@@ -827,7 +827,12 @@ mod tests {
             .unwrap_err();
             assert_eq!(e.kind, ErrorKind::Refused);
             assert_eq!(e.exit(), Exit::Usage);
-            assert!(e.to_user_error().message.contains("tenant ID"));
+            assert!(
+                e.to_user_error()
+                    .hint
+                    .unwrap()
+                    .contains("give the tenant ID")
+            );
         }
         assert!(fake.requests().is_empty());
 

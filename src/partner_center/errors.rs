@@ -225,7 +225,12 @@ impl ApiError {
         let any = |codes: &[u32]| codes.iter().any(|c| self.has_aadsts(*c));
         let s = |t: &str| Some(t.to_string());
         match self.kind {
-            ErrorKind::Refused => return None, // the refusal's message already is the next step
+            // The authority refuses only tenant values (an alias for client credentials, or a
+            // value that is not a tenant); other refusals' messages already say what to give.
+            ErrorKind::Refused if self.service == Service::Authority => {
+                return s("give the tenant ID (a GUID) or a verified domain with --tenant");
+            }
+            ErrorKind::Refused => return None,
             ErrorKind::Network => {
                 return s(
                     "check the network connection and any proxy (HTTPS_PROXY, NO_PROXY), then run the command again",
