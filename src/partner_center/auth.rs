@@ -762,6 +762,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn device_code_start_errors_are_typed_even_with_status_200() {
+        let blocked = r#"{"error":"access_denied","error_description":"AADSTS53003: Access has been blocked by Conditional Access policies.","error_codes":[53003]}"#;
+        for status in [400, 200] {
+            let fake = serve(vec![Reply::json(status, blocked)]).await;
+            let ep = endpoints(&fake.base);
+            let e = device_code_start(&http(), &ep, &client(), &["s".into()])
+                .await
+                .unwrap_err();
+            assert!(e.has_aadsts(53003), "status {status}");
+            assert_eq!(e.exit(), Exit::Permission);
+            assert!(e.hint().unwrap().contains("--auth browser"));
+        }
+    }
+
+    #[tokio::test]
     async fn device_code_declined_is_final() {
         let fake = serve(vec![
             pending("authorization_pending", 70016),
