@@ -1,0 +1,181 @@
+//! Partner Center REST calls of microsoft-apis.md §4: the organization profile (App+User), and the
+//! two cheap App-only checks (legal business profile, customers).
+
+use super::errors::{ApiError, Service};
+use super::http::{HttpClient, Request, Response, header};
+use crate::cloud::Endpoints;
+use crate::secret::Secret;
+use serde::Deserialize;
+
+/// A Partner Center client for one token (App+User or App-only).
+#[derive(Clone)]
+pub struct PartnerCenter {
+    http: HttpClient,
+    base: url::Url,
+    token: Secret,
+    /// One per client value: ties together the calls of one run in Partner Center's logs.
+    correlation_id: String,
+}
+
+impl std::fmt::Debug for PartnerCenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartnerCenter")
+            .field("base", &self.base.as_str())
+            .field("correlation_id", &self.correlation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationProfile {
+    pub id: String,
+    #[serde(default)]
+    pub company_name: Option<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+impl PartnerCenter {
+    pub fn new(http: HttpClient, ep: &Endpoints, token: Secret) -> Self {
+        PartnerCenter {
+            http,
+            base: ep.partner_center.clone(),
+            token,
+            correlation_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    async fn get(&self, path: &str) -> Result<Response, ApiError> {
+        let mut req = Request::new(
+            Service::PartnerCenter,
+            reqwest::Method::GET,
+            Endpoints::join(&self.base, path),
+        );
+        req.bearer = Some(self.token.clone());
+        req.headers.push(header("accept", "application/json"));
+        // A new ID per logical request; `execute` re-sends these same headers on its retries.
+        let request_id = uuid::Uuid::new_v4().to_string();
+        req.headers.push(header("ms-requestid", &request_id));
+        req.headers
+            .push(header("ms-correlationid", &self.correlation_id));
+        self.http.execute(&req).await.map_err(|mut e| {
+            e.request_id.get_or_insert(request_id);
+            e.correlation_id.get_or_insert(self.correlation_id.clone());
+            e
+        })
+    }
+
+    /// The partner's organization profile (App+User tokens only).
+    pub async fn organization_profile(&self) -> Result<OrganizationProfile, ApiError> {
+        self.get("v1/profiles/organization")
+            .await?
+            .json(Service::PartnerCenter, "organization profile")
+    }
+
+    /// The legal business profile: the cheap proof that Partner Center accepts an App-only token.
+    /// The content is not needed, only that the call succeeds.
+    pub async fn legal_business_profile(&self) -> Result<(), ApiError> {
+        self.get("v1/profiles/legalbusiness?vettingVersion=Current")
+            .await
+            .map(|_| ())
+    }
+
+    /// The number of customers (`GET /v1/customers?size=1`): the alternative App-only check.
+    pub async fn customers_probe(&self) -> Result<u64, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Customers {
+            total_count: u64,
+        }
+        let c: Customers = self
+            .get("v1/customers?size=1")
+            .await?
+            .json(Service::PartnerCenter, "customers")?;
+        Ok(c.total_count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::http::fake::{Reply, serve};
+    use super::super::http::test_policy;
+    use super::*;
+    use crate::cloud::Cloud;
+    use crate::exit::Exit;
+
+    async fn pc(replies: Vec<Reply>) -> (PartnerCenter, super::super::http::fake::Fake) {
+        let fake = serve(replies).await;
+        let ep = Endpoints::from_urls(Cloud::Custom, &fake.base, &fake.base, &fake.base).unwrap();
+        let http = HttpClient::new().unwrap().with_policy(test_policy());
+        (PartnerCenter::new(http, &ep, Secret::new("pc-token")), fake)
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_new_per_request_and_kept_on_retries() {
+        let (pc, fake) = pc(vec![
+            Reply::json(
+                429,
+                r#"{"statusCode":429,"message":"Rate limit is exceeded. Try again in 0 seconds."}"#,
+            )
+            .header("retry-after", "0"),
+            // Partner Center answers start with a byte-order mark.
+            Reply::json(
+                200,
+                "\u{feff}{\"id\":\"p1\",\"companyName\":\"Contoso\",\"tenantId\":\"t1\",\"domain\":\"contoso.onmicrosoft.com\",\"email\":\"a@b\",\"profileType\":\"OrganizationProfile\"}",
+            ),
+        ])
+        .await;
+        let profile = pc.organization_profile().await.unwrap();
+        assert_eq!(profile.company_name.as_deref(), Some("Contoso"));
+        pc.legal_business_profile().await.unwrap();
+        let reqs = fake.requests();
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(reqs[0].method, "GET");
+        assert_eq!(reqs[0].target, "/v1/profiles/organization");
+        assert_eq!(
+            reqs[2].target,
+            "/v1/profiles/legalbusiness?vettingVersion=Current"
+        );
+        assert_eq!(reqs[0].header("authorization"), Some("Bearer pc-token"));
+        assert_eq!(reqs[0].header("accept"), Some("application/json"));
+        let rid = |i: usize| reqs[i].header("ms-requestid").unwrap().to_string();
+        assert_eq!(rid(0), rid(1), "a retry reuses its request ID");
+        assert_ne!(rid(1), rid(2), "a new request gets a new one");
+        assert!(
+            reqs.iter()
+                .all(|r| r.header("ms-correlationid") == Some(pc.correlation_id()))
+        );
+    }
+
+    #[tokio::test]
+    async fn customers_probe_reads_total_count() {
+        let (pc, _) = pc(vec![Reply::json(
+            200,
+            r#"{"totalCount":42,"items":[{"id":"c1"}],"links":{"self":{"uri":"/customers?size=1"}},"attributes":{"objectType":"Collection"}}"#,
+        )])
+        .await;
+        assert_eq!(pc.customers_probe().await.unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn errors_carry_our_request_and_correlation_ids() {
+        let (pc, _) = pc(vec![Reply::json(
+            401,
+            r#"{"code":900421,"description":"MFA is required","data":[],"source":"PartnerFD"}"#,
+        )])
+        .await;
+        let e = pc.organization_profile().await.unwrap_err();
+        assert_eq!(e.partner_center_code, Some(900421));
+        assert_eq!(e.exit(), Exit::SignIn);
+        assert_eq!(e.correlation_id.as_deref(), Some(pc.correlation_id()));
+        assert!(e.request_id.is_some());
+        assert!(e.to_user_error().message.contains(pc.correlation_id()));
+    }
+}

@@ -1,0 +1,407 @@
+//! Proving a secret works (microsoft-apis.md §5 step 3): an app-only token, then an App-only Partner
+//! Center call, retried through Entra's propagation delay and confirmed several times in a row.
+
+use super::api::PartnerCenter;
+use super::auth::client_credentials;
+use super::errors::{ApiError, Service};
+use super::http::{HttpClient, WaitNotice, WaitReason};
+use crate::cloud::Endpoints;
+use crate::exit::{Exit, UserError};
+use crate::secret::Secret;
+use std::time::{Duration, Instant};
+
+/// Where an admin registers an existing Entra app with Partner Center.
+pub const APP_MANAGEMENT_URL: &str =
+    "https://partner.microsoft.com/pcv/apiintegration/appmanagement";
+/// Partner Center's "token audience retired" code: a token problem, not a registration one.
+const RETIRED_AUDIENCE: i64 = 900420;
+
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    /// Give up after this long without the confirmations.
+    pub budget: Duration,
+    /// Successes in a row that count as verified (Entra is eventually consistent).
+    pub consecutive: u32,
+    /// Pause between confirmations. The fast-phase retry interval is twice this (1 s by default).
+    pub spacing: Duration,
+    /// For this long after the start, retry at the fast interval; then back off.
+    pub fast_phase: Duration,
+    /// Cap of one backoff step after the fast phase.
+    pub max_backoff: Duration,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            budget: Duration::from_secs(180),
+            consecutive: 3,
+            spacing: Duration::from_millis(500),
+            fast_phase: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyEvent {
+    /// The secret does not authenticate yet; another attempt follows.
+    Propagating { attempt: u32, elapsed: Duration },
+    /// One more success in a row.
+    Confirmed { count: u32, of: u32 },
+}
+
+#[derive(Debug)]
+pub enum VerifyError {
+    /// A failure that waiting will not fix.
+    Api(ApiError),
+    /// Still AADSTS7000215 (or 70002/700016) when the budget ran out.
+    NeverPropagated { elapsed: Duration, last: ApiError },
+    /// The secret authenticates, but Partner Center refuses the app (401/403 other than 900420).
+    NotRegisteredInPartnerCenter { last: ApiError },
+    /// AADSTS7000222: the secret has expired.
+    Expired(ApiError),
+}
+
+impl VerifyError {
+    pub fn to_user_error(&self) -> UserError {
+        match self {
+            VerifyError::Api(e) => e.to_user_error(),
+            VerifyError::NeverPropagated { elapsed, last } => UserError::new(
+                Exit::Verify,
+                format!(
+                    "the secret still does not authenticate after {} s: {last}",
+                    elapsed.as_secs()
+                ),
+            )
+            .hint(
+                "a new secret can take a few minutes to reach every Entra replica: run the command again in a few minutes. A secret typed or pasted in must be the secret's value, not its ID (a GUID)",
+            ),
+            VerifyError::NotRegisteredInPartnerCenter { last } => UserError::new(
+                Exit::Verify,
+                format!(
+                    "the secret authenticates, but Partner Center refuses the app's calls: {last}"
+                ),
+            )
+            .hint(format!(
+                "register the App ID under App management, {APP_MANAGEMENT_URL}, with \"Register existing app\", then run the command again"
+            )),
+            VerifyError::Expired(e) => UserError::new(
+                Exit::Verify,
+                format!("the secret has expired: {e}"),
+            )
+            .hint("create a new one with `csp-onboard rotate`"),
+        }
+    }
+}
+
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_user_error().message)
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Where one attempt stopped.
+enum Failed {
+    Token(ApiError),
+    PartnerCenter(ApiError),
+}
+
+async fn attempt(
+    http: &HttpClient,
+    ep: &Endpoints,
+    tenant: &str,
+    app_id: &str,
+    secret: &Secret,
+) -> Result<(), Failed> {
+    let token = client_credentials(http, ep, tenant, app_id, secret, &ep.partner_center_scope())
+        .await
+        .map_err(Failed::Token)?;
+    PartnerCenter::new(http.clone(), ep, token.access_token)
+        .legal_business_profile()
+        .await
+        .map_err(Failed::PartnerCenter)
+}
+
+fn partner_center_refuses(e: &ApiError) -> bool {
+    e.service == Service::PartnerCenter
+        && matches!(e.status, Some(401 | 403))
+        && e.partner_center_code != Some(RETIRED_AUDIENCE)
+}
+
+/// Prove that `secret` gets an app-only token for `app_id` in `tenant` and that Partner Center
+/// accepts it, `opts.consecutive` times in a row. Returns the time it took.
+pub async fn verify_secret(
+    http: &HttpClient,
+    ep: &Endpoints,
+    tenant: &str,
+    app_id: &str,
+    secret: &Secret,
+    opts: &VerifyOptions,
+    mut on_event: impl FnMut(VerifyEvent),
+) -> Result<Duration, VerifyError> {
+    let started = Instant::now();
+    let fast_interval = opts.spacing * 2;
+    let need = opts.consecutive.max(1);
+    let mut confirmed = 0;
+    let mut accepted_once = false;
+    let mut attempts: u32 = 0;
+    let mut slow_steps: u32 = 0;
+    loop {
+        attempts += 1;
+        let last = match attempt(http, ep, tenant, app_id, secret).await {
+            Ok(()) => {
+                accepted_once = true;
+                confirmed += 1;
+                on_event(VerifyEvent::Confirmed {
+                    count: confirmed,
+                    of: need,
+                });
+                if confirmed >= need {
+                    return Ok(started.elapsed());
+                }
+                tokio::time::sleep(opts.spacing).await;
+                continue;
+            }
+            Err(Failed::Token(e)) if e.has_aadsts(7000222) => return Err(VerifyError::Expired(e)),
+            Err(Failed::Token(e)) if e.is_invalid_secret() || e.has_aadsts(700016) => e,
+            Err(Failed::Token(e)) => return Err(VerifyError::Api(e)),
+            // Refused before it ever worked: registration, not propagation (PC checks the app, not the secret).
+            Err(Failed::PartnerCenter(e)) if partner_center_refuses(&e) && !accepted_once => {
+                return Err(VerifyError::NotRegisteredInPartnerCenter { last: e });
+            }
+            // Refused after it worked once: another replica lagging; confirm again.
+            Err(Failed::PartnerCenter(e)) if partner_center_refuses(&e) => e,
+            Err(Failed::PartnerCenter(e)) => return Err(VerifyError::Api(e)),
+        };
+        confirmed = 0;
+        let elapsed = started.elapsed();
+        if elapsed >= opts.budget {
+            return Err(VerifyError::NeverPropagated { elapsed, last });
+        }
+        let step = if elapsed < opts.fast_phase {
+            fast_interval
+        } else {
+            slow_steps += 1;
+            fast_interval
+                .saturating_mul(1u32 << slow_steps.min(16))
+                .min(opts.max_backoff)
+        };
+        let delay = step.min(opts.budget - elapsed);
+        on_event(VerifyEvent::Propagating {
+            attempt: attempts,
+            elapsed,
+        });
+        http.notify(&WaitNotice {
+            reason: WaitReason::Propagation,
+            service: Service::Authority,
+            delay,
+            attempt: attempts + 1,
+        });
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::http::fake::{Reply, serve};
+    use super::super::http::test_policy;
+    use super::*;
+    use crate::cloud::Cloud;
+
+    const TENANT: &str = "8d3c0e7a-1f1b-4a1e-9b53-0c2a5b0f0001";
+    const APP: &str = "11111111-2222-3333-4444-555555555555";
+    const SECRET: &str = "Vx8Q~secret-under-test";
+
+    fn opts() -> VerifyOptions {
+        VerifyOptions {
+            budget: Duration::from_millis(400),
+            consecutive: 3,
+            spacing: Duration::from_millis(5),
+            fast_phase: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(40),
+        }
+    }
+
+    fn token() -> Reply {
+        Reply::json(
+            200,
+            r#"{"token_type":"Bearer","expires_in":3599,"access_token":"app-only-token"}"#,
+        )
+    }
+    fn invalid_secret() -> Reply {
+        Reply::json(
+            401,
+            r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}"#,
+        )
+    }
+    fn pc_ok() -> Reply {
+        Reply::json(200, "\u{feff}{\"companyName\":\"Contoso\"}")
+    }
+
+    async fn run(
+        replies: Vec<Reply>,
+        opts: VerifyOptions,
+    ) -> (Result<Duration, VerifyError>, Vec<VerifyEvent>, usize) {
+        let fake = serve(replies).await;
+        let ep = Endpoints::from_urls(Cloud::Custom, &fake.base, &fake.base, &fake.base).unwrap();
+        let http = HttpClient::new().unwrap().with_policy(test_policy());
+        let mut events = Vec::new();
+        let r = verify_secret(&http, &ep, TENANT, APP, &Secret::new(SECRET), &opts, |e| {
+            events.push(e)
+        })
+        .await;
+        (r, events, fake.requests().len())
+    }
+
+    #[tokio::test]
+    async fn propagates_then_confirms_three_times() {
+        let (r, events, n) = run(
+            vec![
+                invalid_secret(),
+                invalid_secret(),
+                token(),
+                pc_ok(),
+                token(),
+                pc_ok(),
+                token(),
+                pc_ok(),
+            ],
+            opts(),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(n, 8);
+        let confirmed: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                VerifyEvent::Confirmed { count, of } => Some((*count, *of)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(confirmed, vec![(1, 3), (2, 3), (3, 3)]);
+        assert!(matches!(
+            events[0],
+            VerifyEvent::Propagating { attempt: 1, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failure_between_confirmations_resets_the_count() {
+        let (r, events, _) = run(
+            vec![
+                token(),
+                pc_ok(),
+                invalid_secret(),
+                token(),
+                pc_ok(),
+                token(),
+                pc_ok(),
+                token(),
+                pc_ok(),
+            ],
+            opts(),
+        )
+        .await;
+        r.unwrap();
+        let counts: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                VerifyEvent::Confirmed { count, .. } => Some(*count),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, vec![1, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn gives_up_when_the_budget_runs_out() {
+        let (r, events, n) = run(vec![invalid_secret()], opts()).await;
+        let e = r.unwrap_err();
+        let VerifyError::NeverPropagated { elapsed, last } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(*elapsed >= opts().budget);
+        assert!(last.has_aadsts(7000215));
+        assert!(n >= 5, "retried in the fast phase: {n}");
+        assert!(events.len() + 1 >= n);
+        let u = e.to_user_error();
+        assert_eq!(u.exit, Exit::Verify);
+        assert!(u.hint.as_deref().unwrap().contains("value, not its ID"));
+        assert!(!format!("{e:?} {u:?}").contains(SECRET));
+    }
+
+    #[tokio::test]
+    async fn partner_center_refusal_means_register_the_app() {
+        let (r, _, n) = run(
+            vec![
+                token(),
+                Reply::json(
+                    401,
+                    r#"{"code":800001,"description":"Partner Token missing in request context","data":[],"source":"PartnerFD"}"#,
+                ),
+            ],
+            opts(),
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert!(matches!(
+            e,
+            VerifyError::NotRegisteredInPartnerCenter { .. }
+        ));
+        assert_eq!(n, 2, "no waiting: propagation does not explain it");
+        let u = e.to_user_error();
+        assert_eq!(u.exit, Exit::Verify);
+        let hint = u.hint.unwrap();
+        assert!(hint.contains(APP_MANAGEMENT_URL) && hint.contains("Register existing app"));
+    }
+
+    #[tokio::test]
+    async fn an_expired_secret_is_reported_at_once() {
+        let (r, _, n) = run(
+            vec![Reply::json(
+                401,
+                r#"{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys are expired.","error_codes":[7000222]}"#,
+            )],
+            opts(),
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert!(matches!(e, VerifyError::Expired(_)));
+        assert_eq!(e.to_user_error().exit, Exit::Verify);
+        assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_alias_is_a_usage_error() {
+        let http = HttpClient::new().unwrap().with_policy(test_policy());
+        let ep = Endpoints::from_urls(
+            Cloud::Custom,
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:9",
+        )
+        .unwrap();
+        let e = verify_secret(
+            &http,
+            &ep,
+            "organizations",
+            APP,
+            &Secret::new(SECRET),
+            &opts(),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.to_user_error().exit, Exit::Usage);
+    }
+
+    #[test]
+    fn default_options_match_the_reference() {
+        let o = VerifyOptions::default();
+        assert_eq!(o.budget, Duration::from_secs(180));
+        assert_eq!(o.consecutive, 3);
+        assert_eq!(o.spacing * 2, Duration::from_secs(1), "fast-phase interval");
+    }
+}
