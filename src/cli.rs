@@ -34,7 +34,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Which stored onboarding to act on.
-    #[arg(long, global = true, env = "CSP_ONBOARD_PROFILE", default_value = "default")]
+    #[arg(
+        long,
+        global = true,
+        env = "CSP_ONBOARD_PROFILE",
+        default_value = "default"
+    )]
     pub profile: String,
 
     /// Which Microsoft cloud. `emulator` starts the built-in local emulator; `custom` reads
@@ -53,7 +58,13 @@ pub struct GlobalArgs {
     pub json: bool,
 
     /// Where secrets go: the OS keychain, or an explicit 0600 file in the data directory.
-    #[arg(long, global = true, env = "CSP_ONBOARD_STORE", value_enum, default_value = "keychain")]
+    #[arg(
+        long,
+        global = true,
+        env = "CSP_ONBOARD_STORE",
+        value_enum,
+        default_value = "keychain"
+    )]
     pub store: StoreArg,
 
     /// More detail on stderr (repeat for more). Secrets and tokens never appear at any level.
@@ -102,22 +113,32 @@ pub enum Command {
     #[command(after_long_help = ROTATE_EXAMPLES)]
     Rotate(RotateArgs),
     /// Show the stored values of the profile (the secret is masked unless --reveal).
-    #[command(after_long_help = "Examples:\n  csp-onboard show\n  csp-onboard show --reveal --json | jq -r .secret")]
+    #[command(
+        after_long_help = "Examples:\n  csp-onboard show\n  csp-onboard show --reveal --json | jq -r .secret"
+    )]
     Show(ShowArgs),
     /// List every stored profile with its app and key expiry (no secrets).
     #[command(after_long_help = "Examples:\n  csp-onboard list\n  csp-onboard list --json")]
     List,
     /// Prove the stored secret still works and report the days left (exit 0 ok, 10 expiring, 11 expired/rejected).
-    #[command(after_long_help = "Examples:\n  csp-onboard check\n  csp-onboard check --warn-days 45 --json   # for cron and monitoring")]
+    #[command(
+        after_long_help = "Examples:\n  csp-onboard check\n  csp-onboard check --warn-days 45 --json   # for cron and monitoring"
+    )]
     Check(CheckArgs),
     /// Forget a profile; --revoke also deletes its key from the app.
-    #[command(after_long_help = "Examples:\n  csp-onboard remove --profile old\n  csp-onboard remove --revoke --yes")]
+    #[command(
+        after_long_help = "Examples:\n  csp-onboard remove --profile old\n  csp-onboard remove --revoke --yes"
+    )]
     Remove(RemoveArgs),
     /// Run the local emulator of the Microsoft endpoints on loopback.
-    #[command(after_long_help = "Examples:\n  csp-onboard emulator --port 8400 --auto-approve\n  csp-onboard emulator --latency-ms 50 --propagation-delay-ms 8000 --state ./emulator.json")]
+    #[command(
+        after_long_help = "Examples:\n  csp-onboard emulator --port 8400 --auto-approve\n  csp-onboard emulator --latency-ms 50 --propagation-delay-ms 8000 --state ./emulator.json"
+    )]
     Emulator(crate::emulator::EmulatorArgs),
     /// Print shell completions.
-    #[command(after_long_help = "Examples:\n  csp-onboard completions bash > ~/.local/share/bash-completion/completions/csp-onboard")]
+    #[command(
+        after_long_help = "Examples:\n  csp-onboard completions bash > ~/.local/share/bash-completion/completions/csp-onboard"
+    )]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,

@@ -1,14 +1,14 @@
 //! csp-onboard as a library: the client, the emulator, the store and the commands behind the binary.
 
+pub mod cli;
 pub mod cloud;
+pub mod commands;
 pub mod emulator;
 pub mod exit;
 pub mod partner_center;
-pub mod secret;
-pub mod store;
-pub mod cli;
-pub mod commands;
 pub mod report;
 pub mod rotation;
+pub mod secret;
 pub mod signin;
+pub mod store;
 pub mod ui;

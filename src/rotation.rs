@@ -2,7 +2,8 @@
 
 use crate::cloud::Endpoints;
 use crate::exit::{Exit, UserError};
-use crate::partner_center::verify::{VerifyEvent, VerifyOptions, verify_secret};
+use crate::partner_center::APP_MANAGEMENT_URL;
+use crate::partner_center::verify::{VerifyError, VerifyEvent, VerifyOptions, verify_secret};
 use crate::partner_center::{Graph, HttpClient};
 use crate::secret::Secret;
 use crate::store::{MetaStore, PendingRotation, Profile, Secrets, Slot};
@@ -79,7 +80,9 @@ impl Engine<'_> {
         let new = match added {
             Ok(n) => n,
             Err(e) => {
-                if e.status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429) {
+                if e.status
+                    .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
+                {
                     // Refused outright (policy, permissions): nothing was created.
                     p.pending = None;
                     self.save(p)?;
@@ -93,7 +96,11 @@ impl Engine<'_> {
             new.end.date()
         ));
         // 3. Keep the new secret before anything else can fail: it is shown only once.
-        if let Err(e) = self.secrets.set(&p.profile, Slot::Pending, &new.secret).await {
+        if let Err(e) = self
+            .secrets
+            .set(&p.profile, Slot::Pending, &new.secret)
+            .await
+        {
             // Without a place to keep it the key is useless; take it off the app again.
             let _ = self.graph.remove_password(&object_id, &new.key_id).await;
             p.pending = None;
@@ -135,36 +142,49 @@ impl Engine<'_> {
         end: OffsetDateTime,
         hint: Option<String>,
     ) -> anyhow::Result<Retired> {
-        if p.key_id.as_deref() != Some(key_id) {
-            verify(self.ui, self.http, self.ep, &p.tenant_id, &p.app_id, secret, &self.verify)
-                .await
-                .context("verifying the new secret (it stays pending: run the same command again to retry)")?;
-            self.secrets
-                .set(&p.profile, Slot::Current, secret)
-                .await
-                .context("storing the verified secret")?;
-            p.key_id = Some(key_id.to_string());
-            p.secret_hint = Some(hint.unwrap_or_else(|| secret.hint()));
-            p.secret_expires = Some(end);
-            p.verified_at = Some(OffsetDateTime::now_utc());
-            p.store = self.secrets.kind();
-            self.save(p)?;
-            self.ui.done(format!(
-                "Stored the secret in {}",
-                self.secrets.describe(&p.profile).await
-            ));
-        }
+        verify(
+            self.ui,
+            self.http,
+            self.ep,
+            &p.tenant_id,
+            &p.app_id,
+            secret,
+            &self.verify,
+        )
+        .await
+        .context(
+            "verifying the new secret (it stays pending: run the same command again to retry)",
+        )?;
+        // Verify before switching: only now does the new secret replace the working one.
+        self.secrets
+            .set(&p.profile, Slot::Current, secret)
+            .await
+            .context("storing the verified secret")?;
+        p.key_id = Some(key_id.to_string());
+        p.secret_hint = Some(hint.unwrap_or_else(|| secret.hint()));
+        p.secret_expires = Some(end);
+        p.verified_at = Some(OffsetDateTime::now_utc());
+        p.store = self.secrets.kind();
+        self.save(p)?;
+        self.ui.done(format!(
+            "Stored the secret in {}",
+            self.secrets.describe(&p.profile)
+        ));
+        self.retire(p, object_id).await
+    }
+
+    /// The new key is stored: take the old one off the app (unless kept) and close the rotation.
+    async fn retire(&self, p: &mut Profile, object_id: &str) -> anyhow::Result<Retired> {
         let pending = p.pending.clone();
         let old = pending.as_ref().and_then(|r| r.old_key_id.clone());
         let keep = pending.as_ref().is_some_and(|r| r.keep_old);
-        if let Some(old) = old.as_deref().filter(|o| *o != key_id)
+        if let Some(old) = old.as_deref().filter(|o| p.key_id.as_deref() != Some(*o))
             && !keep
         {
             let spin = self.ui.spinner("Removing the old key from the app…");
-            self.graph
-                .remove_password(object_id, old)
-                .await
-                .context("removing the old key (the new one is stored and works; run again to finish)")?;
+            self.graph.remove_password(object_id, old).await.context(
+                "removing the old key (the new one is stored and works; run again to finish)",
+            )?;
             spin.finish();
             self.ui.done(format!("Removed the old key {old}"));
         }
@@ -189,6 +209,11 @@ impl Engine<'_> {
         };
         self.ui
             .info("Found an interrupted rotation; bringing it to an end first.");
+        if pending.key_id.is_some() && p.key_id == pending.key_id {
+            // Crashed after the switch: only the old key is left to retire.
+            let retired = self.retire(p, object_id).await?;
+            return Ok(Some((Outcome::Resumed, retired)));
+        }
         let app = self
             .graph
             .get_application(&p.app_id)
@@ -199,41 +224,33 @@ impl Engine<'_> {
                 .iter()
                 .any(|c| c.key_id.eq_ignore_ascii_case(key_id))
         };
-        if let Some(key_id) = pending.key_id.clone() {
+        if let Some(key_id) = pending.key_id.as_deref() {
             let kept = self.secrets.get(&p.profile, Slot::Pending).await?;
-            let stored_already = p.key_id.as_deref() == Some(key_id.as_str());
-            match kept {
-                Some(secret) if on_app(&key_id) || stored_already => {
-                    let end = pending
-                        .secret_expires
-                        .or(p.secret_expires)
-                        .unwrap_or_else(OffsetDateTime::now_utc);
-                    let retired = self
-                        .finish(p, object_id, &secret, &key_id, end, None)
-                        .await?;
-                    return Ok(Some((Outcome::Resumed, retired)));
-                }
-                _ if stored_already => {
-                    let retired = self
-                        .finish(p, object_id, &Secret::new(""), &key_id, p.secret_expires.unwrap_or_else(OffsetDateTime::now_utc), None)
-                        .await?;
-                    return Ok(Some((Outcome::Resumed, retired)));
-                }
-                _ => {
-                    if on_app(&key_id) {
-                        self.graph.remove_password(object_id, &key_id).await?;
-                    }
-                }
+            if let (Some(secret), true) = (kept, on_app(key_id)) {
+                // Crashed between keeping the new secret and switching to it: verify and switch.
+                let end = pending
+                    .secret_expires
+                    .unwrap_or_else(OffsetDateTime::now_utc);
+                let retired = self
+                    .finish(p, object_id, &secret, key_id, end, None)
+                    .await?;
+                return Ok(Some((Outcome::Resumed, retired)));
             }
         }
-        // The key's creation may have been applied with its response lost: find it by name.
+        // The key's creation may have been applied with its response lost, or its secret never
+        // kept: no store can use it, so take it off the app. Found by ID, or else by its unique name.
         for c in &app.password_credentials {
-            if c.display_name.as_deref() == Some(pending.key_display_name.as_str())
-                && p.key_id.as_deref() != Some(c.key_id.as_str())
-            {
+            let ours = pending
+                .key_id
+                .as_deref()
+                .is_some_and(|k| c.key_id.eq_ignore_ascii_case(k))
+                || c.display_name.as_deref() == Some(pending.key_display_name.as_str());
+            if ours && p.key_id.as_deref() != Some(c.key_id.as_str()) {
                 self.graph.remove_password(object_id, &c.key_id).await?;
-                self.ui
-                    .done(format!("Removed the unfinished key {} from the app", c.key_id));
+                self.ui.done(format!(
+                    "Removed the unfinished key {} from the app",
+                    c.key_id
+                ));
             }
         }
         self.secrets.delete(&p.profile, Slot::Pending).await?;
@@ -253,6 +270,8 @@ pub fn app_not_found(app_id: &str, tenant: &str) -> anyhow::Error {
 }
 
 /// Prove a secret works (token, then an App-only Partner Center call), with a spinner.
+/// When Partner Center refuses an app whose secret authenticates, explain App management's
+/// "Register existing app" and, at a terminal, offer to check again.
 pub async fn verify(
     ui: &Ui,
     http: &HttpClient,
@@ -262,19 +281,33 @@ pub async fn verify(
     secret: &Secret,
     opts: &VerifyOptions,
 ) -> anyhow::Result<()> {
-    let spin = ui.spinner("Verifying the secret (token, then a Partner Center call)…");
-    let result = verify_secret(http, ep, tenant, app_id, secret, opts, |e| match e {
-        VerifyEvent::Propagating { attempt, elapsed } => spin.set(format!(
-            "Still propagating through Entra ID (attempt {attempt}, {} s)…",
-            elapsed.as_secs()
-        )),
-        VerifyEvent::Confirmed { count, of } => {
-            spin.set(format!("Confirming ({count}/{of})…"))
+    loop {
+        let spin = ui.spinner("Verifying the secret (token, then a Partner Center call)…");
+        let result = verify_secret(http, ep, tenant, app_id, secret, opts, |e| match e {
+            VerifyEvent::Propagating { attempt, elapsed } => spin.set(format!(
+                "Still propagating through Entra ID (attempt {attempt}, {} s)…",
+                elapsed.as_secs()
+            )),
+            VerifyEvent::Confirmed { count, of } => spin.set(format!("Confirming ({count}/{of})…")),
+        })
+        .await;
+        spin.finish();
+        match result {
+            Ok(_) => {
+                ui.done("Verified: the secret gets a token and Partner Center accepts it");
+                return Ok(());
+            }
+            Err(VerifyError::NotRegisteredInPartnerCenter { .. }) if ui.interactive => {
+                ui.warn(format!(
+                    "The secret authenticates, but Partner Center does not accept the app yet.\n  \
+                     Open {APP_MANAGEMENT_URL}, choose \"Register existing app\" and register App ID {app_id}."
+                ));
+                if ui.confirm("Check again now?", true)? {
+                    continue;
+                }
+                return Err(result.unwrap_err().into());
+            }
+            Err(e) => return Err(e.into()),
         }
-    })
-    .await;
-    spin.finish();
-    result?;
-    ui.done("Verified: the secret gets a token and Partner Center accepts it");
-    Ok(())
+    }
 }

@@ -31,7 +31,9 @@ pub fn validate_tenant(t: &str) -> Result<(), String> {
         return Ok(());
     }
     if is_multi_tenant_alias(t) {
-        return Err(format!("'{t}' names no tenant; give the tenant ID or a verified domain"));
+        return Err(format!(
+            "'{t}' names no tenant; give the tenant ID or a verified domain"
+        ));
     }
     let ok = t.contains('.')
         && t.len() <= 253
@@ -91,7 +93,11 @@ pub fn secret_input(
         Secret::new(v.trim())
     } else {
         return ui
-            .password(&format!("Paste {what}"), &format!("{flag} or {env}"), validate)
+            .password(
+                &format!("Paste {what}"),
+                &format!("{flag} or {env}"),
+                validate,
+            )
             .map_err(|e| {
                 if e.downcast_ref::<UserError>()
                     .is_some_and(|u| u.exit == Exit::Usage)
@@ -164,8 +170,8 @@ pub async fn sign_in(
                 |_| Ok(()),
             )?;
             let spin = ui.spinner("Signing in as the automation app…");
-            let t = pc::client_credentials(http, ep, tenant, app, &secret, &ep.graph_scope())
-                .await?;
+            let t =
+                pc::client_credentials(http, ep, tenant, app, &secret, &ep.graph_scope()).await?;
             spin.finish();
             ui.done(format!("Signed in as the automation app {app}"));
             t.access_token
@@ -185,9 +191,9 @@ pub async fn sign_in(
             ));
             let spin = ui.spinner("Waiting for you to sign in…");
             let t = pc::device_code_poll(http, ep, &client, &dc, |e| match e {
-                PollEvent::SlowDown { interval } => {
-                    spin.set(format!("Waiting for you to sign in (polling every {interval} s)…"))
-                }
+                PollEvent::SlowDown { interval } => spin.set(format!(
+                    "Waiting for you to sign in (polling every {interval} s)…"
+                )),
                 PollEvent::Pending | PollEvent::LoopDetected => {}
             })
             .await?;

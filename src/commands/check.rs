@@ -12,10 +12,16 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let cloud = ctx.cloud(Some(&p));
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud).await?;
-    let secret = secrets.get(&p.profile, Slot::Current).await?.ok_or_else(|| {
-        UserError::new(Exit::NotFound, format!("no secret is stored for profile '{}'", p.profile))
+    let secret = secrets
+        .get(&p.profile, Slot::Current)
+        .await?
+        .ok_or_else(|| {
+            UserError::new(
+                Exit::NotFound,
+                format!("no secret is stored for profile '{}'", p.profile),
+            )
             .hint("run `csp-onboard init` to create one")
-    })?;
+        })?;
     let http = ctx.http()?;
     // A stored key has long propagated: one short confirmation, no propagation window.
     let opts = VerifyOptions {
@@ -29,12 +35,23 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let left = p.secret_expires.map(days_left);
     let (exit, status, problem) = match &result {
         Ok(_) => match left {
-            Some(d) if d < 0 => (Exit::Expired, "expired", Some("the key has expired".to_string())),
-            Some(d) if d <= i64::from(args.warn_days) => (Exit::Expiring, "expiring", Some(format!("the key expires in {d} days"))),
+            Some(d) if d < 0 => (
+                Exit::Expired,
+                "expired",
+                Some("the key has expired".to_string()),
+            ),
+            Some(d) if d <= i64::from(args.warn_days) => (
+                Exit::Expiring,
+                "expiring",
+                Some(format!("the key expires in {d} days")),
+            ),
             _ => (Exit::Success, "ok", None),
         },
         Err(VerifyError::Api(e)) if e.exit() == Exit::Unreachable => {
-            return Err(anyhow::anyhow!(UserError::new(Exit::Unreachable, e.to_string())));
+            return Err(anyhow::anyhow!(UserError::new(
+                Exit::Unreachable,
+                e.to_string()
+            )));
         }
         Err(e) => (Exit::Expired, "rejected", Some(e.to_user_error().message)),
     };
@@ -48,15 +65,18 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             problem.clone().unwrap_or_default()
         )),
     }
-    print_json(&ctx.ui, &serde_json::json!({
-        "ok": exit == Exit::Success,
-        "status": status,
-        "profile": p.profile,
-        "app_id": p.app_id,
-        "secret_expires": rfc3339(p.secret_expires),
-        "days_left": left,
-        "warn_days": args.warn_days,
-        "problem": problem,
-    }));
+    print_json(
+        &ctx.ui,
+        &serde_json::json!({
+            "ok": exit == Exit::Success,
+            "status": status,
+            "profile": p.profile,
+            "app_id": p.app_id,
+            "secret_expires": rfc3339(p.secret_expires),
+            "days_left": left,
+            "warn_days": args.warn_days,
+            "problem": problem,
+        }),
+    );
     Ok(exit)
 }

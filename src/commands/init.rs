@@ -5,19 +5,17 @@ use crate::cli::InitArgs;
 use crate::cloud::{Endpoints, PARTNER_CENTER_APP_ID};
 use crate::exit::{Exit, UserError};
 use crate::partner_center::verify::VerifyOptions;
-use crate::partner_center::{Graph, HttpClient, LifetimePolicy, Membership};
+use crate::partner_center::{Graph, LifetimePolicy, Membership};
 use crate::rotation::{self, Engine};
-use crate::secret::Secret;
 use crate::signin::{self, ENV_APP_SECRET};
 use crate::store::{Profile, Secrets, Slot};
 use anyhow::Context as _;
 use time::{Duration, OffsetDateTime};
 
-/// Global Administrator's role template ID.
-const GLOBAL_ADMIN_ROLE: &str = "62e90394-69f5-4237-9190-012177145e10";
-const ADMIN_AGENTS: &str = "AdminAgents";
+use crate::partner_center::ADMIN_AGENTS_GROUP as ADMIN_AGENTS;
 const DEFAULT_APP_NAME: &str = "Partner Center web app (csp-onboard)";
-const COMMERCE_ID_WHERE: &str = "Partner Center > Account settings > App management, next to the App ID";
+const COMMERCE_ID_WHERE: &str =
+    "Partner Center > Account settings > App management, next to the App ID";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum WayIn {
@@ -44,14 +42,15 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
             );
             if !ctx.ui.confirm(&prompt, true)? {
                 ctx.ui.info("Nothing changed.");
-                print_json(&ctx.ui, &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(p)}));
+                print_json(
+                    &ctx.ui,
+                    &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(p)}),
+                );
                 return Ok(Exit::Success);
             }
         } else {
-            ctx.ui.info(format!(
-                "Profile '{}' exists: rotating its key.",
-                p.profile
-            ));
+            ctx.ui
+                .info(format!("Profile '{}' exists: rotating its key.", p.profile));
         }
         return super::rotate::rotate_profile(
             ctx,
@@ -87,7 +86,10 @@ impl Ctx {
 }
 
 fn validate_flags(args: &InitArgs) -> Result<(), UserError> {
-    for (flag, v) in [("--app-id", &args.app_id), ("--commerce-id", &args.commerce_id)] {
+    for (flag, v) in [
+        ("--app-id", &args.app_id),
+        ("--commerce-id", &args.commerce_id),
+    ] {
         if let Some(v) = v {
             validate_guid(v).map_err(|m| UserError::usage(format!("{flag}: {m}")))?;
         }
@@ -96,8 +98,10 @@ fn validate_flags(args: &InitArgs) -> Result<(), UserError> {
         signin::validate_tenant(t).map_err(|m| UserError::usage(format!("--tenant: {m}")))?;
     }
     if args.app_secret_stdin && args.app_id.is_none() {
-        return Err(UserError::usage("--app-secret-stdin captures an existing app and needs its --app-id")
-            .hint("pass --app-id with the App ID shown in Partner Center > App management"));
+        return Err(UserError::usage(
+            "--app-secret-stdin captures an existing app and needs its --app-id",
+        )
+        .hint("pass --app-id with the App ID shown in Partner Center > App management"));
     }
     let stdin_flags = [
         args.app_secret_stdin,
@@ -156,7 +160,12 @@ fn choose_way(ctx: &Ctx, args: &InitArgs, existing: Option<&Profile>) -> anyhow:
     Ok(match choice {
         0 => WayIn::Create,
         1 => {
-            let app = ctx.ui.input("App ID of the existing web app", None, "--app-id", validate_guid)?;
+            let app = ctx.ui.input(
+                "App ID of the existing web app",
+                None,
+                "--app-id",
+                validate_guid,
+            )?;
             WayIn::Existing(app)
         }
         _ => WayIn::Capture,
@@ -178,8 +187,22 @@ fn verify_options() -> VerifyOptions {
     VerifyOptions::default()
 }
 
+/// A pasted secret was usually made a while ago, and a wrong one would otherwise keep the admin
+/// waiting the whole propagation window: a shorter window, still long enough for a fresh key.
+fn capture_verify_options() -> VerifyOptions {
+    VerifyOptions {
+        budget: std::time::Duration::from_secs(90),
+        ..VerifyOptions::default()
+    }
+}
+
 /// Capture: an app and key made in the portal. No admin sign-in; prove the secret, store it.
-async fn capture(ctx: &mut Ctx, args: &InitArgs, ep: &Endpoints, secrets: &Secrets) -> anyhow::Result<Exit> {
+async fn capture(
+    ctx: &mut Ctx,
+    args: &InitArgs,
+    ep: &Endpoints,
+    secrets: &Secrets,
+) -> anyhow::Result<Exit> {
     let tenant = match &args.sign_in.tenant {
         Some(t) => t.clone(),
         None => ctx.ui.input(
@@ -191,7 +214,12 @@ async fn capture(ctx: &mut Ctx, args: &InitArgs, ep: &Endpoints, secrets: &Secre
     };
     let app_id = match &args.app_id {
         Some(a) => a.trim().to_lowercase(),
-        None => ctx.ui.input("App ID (from App management)", None, "--app-id", validate_guid)?,
+        None => ctx.ui.input(
+            "App ID (from App management)",
+            None,
+            "--app-id",
+            validate_guid,
+        )?,
     };
     let commerce_id = ask_commerce_id(ctx, args)?;
     let secret = signin::secret_input(
@@ -203,7 +231,16 @@ async fn capture(ctx: &mut Ctx, args: &InitArgs, ep: &Endpoints, secrets: &Secre
         validate_secret_value,
     )?;
     let http = ctx.http()?;
-    verify_with_retry_offer(ctx, &http, ep, &tenant, &app_id, &secret).await?;
+    rotation::verify(
+        &ctx.ui,
+        &http,
+        ep,
+        &tenant,
+        &app_id,
+        &secret,
+        &capture_verify_options(),
+    )
+    .await?;
     let now = OffsetDateTime::now_utc();
     let mut p = Profile {
         profile: ctx.profile.clone(),
@@ -223,44 +260,18 @@ async fn capture(ctx: &mut Ctx, args: &InitArgs, ep: &Endpoints, secrets: &Secre
         verified_at: Some(now),
         pending: None,
     };
-    secrets.set(&p.profile, Slot::Current, &secret).await.context("storing the secret")?;
+    secrets
+        .set(&p.profile, Slot::Current, &secret)
+        .await
+        .context("storing the secret")?;
     ctx.meta.save(&p)?;
-    ctx.ui.done(format!("Stored the secret in {}", secrets.describe(&p.profile).await));
+    ctx.ui.done(format!(
+        "Stored the secret in {}",
+        secrets.describe(&p.profile)
+    ));
     p.updated_at = now;
     summary(ctx, &p, secrets, "captured").await;
     Ok(Exit::Success)
-}
-
-/// Verify; when Partner Center refuses the app but the secret authenticates, explain and offer to check again.
-pub async fn verify_with_retry_offer(
-    ctx: &Ctx,
-    http: &HttpClient,
-    ep: &Endpoints,
-    tenant: &str,
-    app_id: &str,
-    secret: &Secret,
-) -> anyhow::Result<()> {
-    loop {
-        let r = rotation::verify(&ctx.ui, http, ep, tenant, app_id, secret, &verify_options()).await;
-        let Err(e) = r else { return Ok(()) };
-        let not_registered = e.chain().any(|c| {
-            matches!(
-                c.downcast_ref::<crate::partner_center::verify::VerifyError>(),
-                Some(crate::partner_center::verify::VerifyError::NotRegisteredInPartnerCenter { .. })
-            )
-        });
-        if not_registered && ctx.ui.interactive {
-            ctx.ui.warn(format!(
-                "The secret authenticates, but Partner Center does not accept the app yet.\n  \
-                 Open https://partner.microsoft.com/pcv/apiintegration/appmanagement, choose \
-                 \"Register existing app\" and register App ID {app_id}."
-            ));
-            if ctx.ui.confirm("Check again now?", true)? {
-                continue;
-            }
-        }
-        return Err(e);
-    }
 }
 
 struct Account {
@@ -291,12 +302,8 @@ async fn check_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
         org.id
     ));
     let member_of = member_of.context("reading the user's roles and groups")?;
-    let global_admin = member_of
-        .iter()
-        .any(|o| o.role_template_id.as_deref() == Some(GLOBAL_ADMIN_ROLE));
-    let admin_agent = member_of
-        .iter()
-        .any(|o| o.display_name.as_deref() == Some(ADMIN_AGENTS) && o.role_template_id.is_none());
+    let global_admin = member_of.iter().any(|o| o.is_global_admin_role());
+    let admin_agent = member_of.iter().any(|o| o.is_admin_agents_group());
     if !global_admin && !admin_agent {
         return Err(UserError::new(
             Exit::Permission,
@@ -308,8 +315,15 @@ async fn check_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
         .hint("sign in as a Global Administrator, or as a member of the AdminAgents group (Admin agent role in Partner Center)")
         .into());
     }
-    ctx.ui.done(if global_admin { "Role: Global Administrator" } else { "Role: Admin agent" });
-    if pc_sp.context("looking for the Partner Center service principal")?.is_none() {
+    ctx.ui.done(if global_admin {
+        "Role: Global Administrator"
+    } else {
+        "Role: Admin agent"
+    });
+    if pc_sp
+        .context("looking for the Partner Center service principal")?
+        .is_none()
+    {
         return Err(UserError::new(
             Exit::Permission,
             format!("tenant {} is not a CSP partner tenant: it has no Partner Center service principal ({PARTNER_CENTER_APP_ID})", org.id),
@@ -317,27 +331,43 @@ async fn check_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
         .hint("sign in to your partner tenant (the one enrolled in the Cloud Solution Provider program), not a customer tenant")
         .into());
     }
-    ctx.ui.done("CSP partner tenant (Partner Center is present)");
+    ctx.ui
+        .done("CSP partner tenant (Partner Center is present)");
     let policy = match policy {
         Ok(p) => Some(p),
         Err(e) => {
             // Admin agents may not read policies; addPassword still enforces them.
-            ctx.ui.detail(format!("could not read the app management policy: {e}"));
+            ctx.ui
+                .detail(format!("could not read the app management policy: {e}"));
             None
         }
     };
-    Ok(Account { tenant_id: org.id, tenant_name, user: me.user_principal_name, policy })
+    Ok(Account {
+        tenant_id: org.id,
+        tenant_name,
+        user: me.user_principal_name,
+        policy,
+    })
 }
 
 /// The key lifetime in days: the flag, or a choice among those the policy allows.
-fn choose_lifetime(ctx: &Ctx, years_flag: Option<u8>, policy: Option<&LifetimePolicy>) -> anyhow::Result<i64> {
+fn choose_lifetime(
+    ctx: &Ctx,
+    years_flag: Option<u8>,
+    policy: Option<&LifetimePolicy>,
+) -> anyhow::Result<i64> {
     if policy.is_some_and(|p| p.passwords_blocked) {
         return Err(UserError::new(Exit::Policy, "the tenant's app management policy does not allow client secrets")
             .hint("ask a Global Administrator to allow password credentials for this app (Entra ID > App management policies), or use a certificate-based tool")
             .into());
     }
-    let max_days = policy.and_then(|p| p.max_password_lifetime_days).map(i64::from);
-    let allowed: Vec<u8> = [1u8, 2].into_iter().filter(|y| max_days.is_none_or(|m| i64::from(*y) * 365 <= m)).collect();
+    let max_days = policy
+        .and_then(|p| p.max_password_lifetime_days)
+        .map(i64::from);
+    let allowed: Vec<u8> = [1u8, 2]
+        .into_iter()
+        .filter(|y| max_days.is_none_or(|m| i64::from(*y) * 365 <= m))
+        .collect();
     if let Some(y) = years_flag {
         if !allowed.contains(&y) {
             return Err(UserError::new(
@@ -354,17 +384,25 @@ fn choose_lifetime(ctx: &Ctx, years_flag: Option<u8>, policy: Option<&LifetimePo
     }
     match (allowed.as_slice(), max_days) {
         ([], Some(m)) => {
-            ctx.ui.warn(format!("The tenant's policy caps secret lifetime at {m} days; the key will last {m} days."));
+            ctx.ui.warn(format!(
+                "The tenant's policy caps secret lifetime at {m} days; the key will last {m} days."
+            ));
             Ok(m)
         }
         ([only], _) => {
             if max_days.is_some() {
-                ctx.ui.info("The tenant's policy allows keys of at most 1 year.");
+                ctx.ui
+                    .info("The tenant's policy allows keys of at most 1 year.");
             }
             Ok(i64::from(*only) * 365)
         }
         _ if ctx.ui.interactive => {
-            let i = ctx.ui.select("How long should the key last?", &["1 year (recommended)", "2 years"], 0, "--secret-years")?;
+            let i = ctx.ui.select(
+                "How long should the key last?",
+                &["1 year (recommended)", "2 years"],
+                0,
+                "--secret-years",
+            )?;
             Ok(if i == 0 { 365 } else { 730 })
         }
         _ => Ok(365),
@@ -380,7 +418,11 @@ async fn onboard(
     existing: Option<Profile>,
 ) -> anyhow::Result<Exit> {
     let http = ctx.http()?;
-    let tenant_hint = args.sign_in.tenant.clone().or_else(|| existing.as_ref().map(|p| p.tenant_id.clone()));
+    let tenant_hint = args
+        .sign_in
+        .tenant
+        .clone()
+        .or_else(|| existing.as_ref().map(|p| p.tenant_id.clone()));
     let signed = signin::sign_in(&ctx.ui, &http, ep, &args.sign_in, tenant_hint.as_deref()).await?;
     let graph = Graph::new(http.clone(), ep, signed.graph_token.clone());
     let account = if matches!(args.sign_in.auth, Some(crate::cli::AuthArg::ClientSecret)) {
@@ -399,20 +441,38 @@ async fn onboard(
         WayIn::Create => {
             let name = match &args.app_name {
                 Some(n) => n.clone(),
-                None if ctx.ui.interactive => ctx.ui.input("Name of the new web app", Some(DEFAULT_APP_NAME), "--app-name", |v| {
-                    if v.is_empty() || v.len() > 120 { Err("give a name of 1 to 120 characters".into()) } else { Ok(()) }
-                })?,
+                None if ctx.ui.interactive => ctx.ui.input(
+                    "Name of the new web app",
+                    Some(DEFAULT_APP_NAME),
+                    "--app-name",
+                    |v| {
+                        if v.is_empty() || v.len() > 120 {
+                            Err("give a name of 1 to 120 characters".into())
+                        } else {
+                            Ok(())
+                        }
+                    },
+                )?,
                 None => DEFAULT_APP_NAME.to_string(),
             };
             let spin = ctx.ui.spinner("Creating the web app…");
-            let app = graph.create_application(&name).await.context("creating the web app")?;
+            let app = graph
+                .create_application(&name)
+                .await
+                .context("creating the web app")?;
             spin.finish();
-            ctx.ui.done(format!("Created the web app '{name}' (App ID {})", app.app_id));
+            ctx.ui.done(format!(
+                "Created the web app '{name}' (App ID {})",
+                app.app_id
+            ));
             (app.app_id, app.id, Some(name), true)
         }
         WayIn::Existing(app_id) => {
             let spin = ctx.ui.spinner("Looking up the web app…");
-            let app = graph.get_application(&app_id).await.context("looking up the web app")?;
+            let app = graph
+                .get_application(&app_id)
+                .await
+                .context("looking up the web app")?;
             spin.finish();
             let app = app.ok_or_else(|| rotation::app_not_found(&app_id, &account.tenant_id))?;
             ctx.ui.done(format!(
@@ -420,7 +480,9 @@ async fn onboard(
                 app.display_name.as_deref().unwrap_or("unnamed"),
                 app.app_id
             ));
-            let created = existing.as_ref().is_some_and(|p| p.app_id.eq_ignore_ascii_case(&app.app_id) && p.app_display_name.is_some());
+            let created = existing.as_ref().is_some_and(|p| {
+                p.app_id.eq_ignore_ascii_case(&app.app_id) && p.app_display_name.is_some()
+            });
             (app.app_id, app.id, app.display_name, created)
         }
         WayIn::Capture => unreachable!("handled by capture()"),
@@ -448,15 +510,27 @@ async fn onboard(
     p.app_object_id = Some(object_id.clone());
     ctx.meta.save(&p)?;
 
-    let spin = ctx.ui.spinner("Creating the service principal (waiting for replication)…");
-    let sp = graph.create_service_principal(&app_id).await.context("creating the app's service principal")?;
+    let spin = ctx
+        .ui
+        .spinner("Creating the service principal (waiting for replication)…");
+    let sp = graph
+        .create_service_principal(&app_id)
+        .await
+        .context("creating the app's service principal")?;
     spin.finish();
     ctx.ui.done("Service principal ready");
     if created {
         let spin = ctx.ui.spinner("Adding the app to AdminAgents…");
-        match graph.find_group(ADMIN_AGENTS).await.context("looking up the AdminAgents group")? {
+        match graph
+            .find_group(ADMIN_AGENTS)
+            .await
+            .context("looking up the AdminAgents group")?
+        {
             Some(gid) => {
-                let m = graph.add_group_member(&gid, &sp.id).await.context("adding the app to AdminAgents")?;
+                let m = graph
+                    .add_group_member(&gid, &sp.id)
+                    .await
+                    .context("adding the app to AdminAgents")?;
                 spin.finish();
                 ctx.ui.done(match m {
                     Membership::Added => "Added the app to AdminAgents",
@@ -465,7 +539,8 @@ async fn onboard(
             }
             None => {
                 spin.finish();
-                ctx.ui.warn("No AdminAgents group in this tenant; skipped the pre-consent step.");
+                ctx.ui
+                    .warn("No AdminAgents group in this tenant; skipped the pre-consent step.");
             }
         }
     }
@@ -483,7 +558,13 @@ async fn onboard(
     engine.replace_key(&mut p, end, args.keep_old).await?;
     let _ = account.tenant_name;
     let _ = account.user;
-    summary(ctx, &p, secrets, if created { "created" } else { "key_added" }).await;
+    summary(
+        ctx,
+        &p,
+        secrets,
+        if created { "created" } else { "key_added" },
+    )
+    .await;
     Ok(Exit::Success)
 }
 
@@ -495,28 +576,48 @@ async fn app_identity_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Accoun
         graph.default_app_management_policy()
     );
     let org = org.context("reading the tenant")?;
-    if pc_sp.context("looking for the Partner Center service principal")?.is_none() {
-        return Err(UserError::new(Exit::Permission, format!("tenant {} is not a CSP partner tenant", org.id)).into());
+    if pc_sp
+        .context("looking for the Partner Center service principal")?
+        .is_none()
+    {
+        return Err(UserError::new(
+            Exit::Permission,
+            format!("tenant {} is not a CSP partner tenant", org.id),
+        )
+        .into());
     }
-    ctx.ui.done(format!("Tenant {} ({})", org.display_name.as_deref().unwrap_or(""), org.id));
-    Ok(Account { tenant_id: org.id, tenant_name: org.display_name, user: String::new(), policy: policy.ok() })
+    ctx.ui.done(format!(
+        "Tenant {} ({})",
+        org.display_name.as_deref().unwrap_or(""),
+        org.id
+    ));
+    Ok(Account {
+        tenant_id: org.id,
+        tenant_name: org.display_name,
+        user: String::new(),
+        policy: policy.ok(),
+    })
 }
 
 /// The summary and next steps (stderr), and the result document (stdout with --json).
 pub async fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
-    let location = secrets.describe(&p.profile).await;
+    let location = secrets.describe(&p.profile);
     let ui = &ctx.ui;
     ui.heading("Done. Your Partner Center web app:");
     ui.info(format!("  Tenant ID (Account ID)  {}", p.tenant_id));
     ui.info(format!("  App ID                  {}", p.app_id));
     match &p.commerce_id {
         Some(c) => ui.info(format!("  Commerce ID             {c}")),
-        None => ui.info(format!("  Commerce ID             not given: it is shown in {COMMERCE_ID_WHERE}")),
+        None => ui.info(format!(
+            "  Commerce ID             not given: it is shown in {COMMERCE_ID_WHERE}"
+        )),
     }
     ui.info(format!(
         "  Secret                  {}…  (expires {})",
         p.secret_hint.as_deref().unwrap_or(""),
-        p.secret_expires.map(|e| e.date().to_string()).unwrap_or_else(|| "unknown".into())
+        p.secret_expires
+            .map(|e| e.date().to_string())
+            .unwrap_or_else(|| "unknown".into())
     ));
     ui.info(format!("  Stored in               {location}"));
     ui.heading("Next steps");
@@ -530,4 +631,3 @@ pub async fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
     }
     print_json(ui, &doc);
 }
-

@@ -11,16 +11,27 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     if profiles.is_empty() {
-        ctx.ui.info("No profiles yet. Run `csp-onboard init` to create one.");
+        ctx.ui
+            .info("No profiles yet. Run `csp-onboard init` to create one.");
         return Ok(Exit::Success);
     }
-    println!("{:<16} {:<9} {:<38} {:<12} {}", "PROFILE", "CLOUD", "APP ID", "EXPIRES", "DAYS LEFT");
+    println!(
+        "{:<16} {:<9} {:<38} {:<12} DAYS LEFT",
+        "PROFILE", "CLOUD", "APP ID", "EXPIRES"
+    );
     for p in &profiles {
         let (date, left) = match p.secret_expires {
             Some(e) => (e.date().to_string(), days_left(e).to_string()),
             None => ("unknown".into(), "-".into()),
         };
-        println!("{:<16} {:<9} {:<38} {:<12} {}", p.profile, p.cloud.as_str(), p.app_id, date, left);
+        println!(
+            "{:<16} {:<9} {:<38} {:<12} {}",
+            p.profile,
+            p.cloud.as_str(),
+            p.app_id,
+            date,
+            left
+        );
     }
     Ok(Exit::Success)
 }

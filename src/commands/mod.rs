@@ -102,7 +102,9 @@ impl Ctx {
                 Exit::NotFound,
                 format!("no profile named '{}' is stored", self.profile),
             )
-            .hint("run `csp-onboard init` to create it, or `csp-onboard list` to see what is stored")
+            .hint(
+                "run `csp-onboard init` to create it, or `csp-onboard list` to see what is stored",
+            )
             .into()
         })
     }

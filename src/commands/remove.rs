@@ -11,12 +11,22 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
     let p = ctx.require_profile()?;
     if !args.yes {
         if !ctx.ui.interactive && args.revoke {
-            return Err(UserError::usage("--revoke deletes a key from the app and needs confirmation")
-                .hint("pass --yes to confirm in non-interactive mode")
-                .into());
+            return Err(UserError::usage(
+                "--revoke deletes a key from the app and needs confirmation",
+            )
+            .hint("pass --yes to confirm in non-interactive mode")
+            .into());
         }
-        let what = if args.revoke { "forget it and delete its key from the app" } else { "forget it (the key stays on the app)" };
-        if ctx.ui.interactive && !ctx.ui.confirm(&format!("Profile '{}': {what}?", p.profile), false)? {
+        let what = if args.revoke {
+            "forget it and delete its key from the app"
+        } else {
+            "forget it (the key stays on the app)"
+        };
+        if ctx.ui.interactive
+            && !ctx
+                .ui
+                .confirm(&format!("Profile '{}': {what}?", p.profile), false)?
+        {
             ctx.ui.info("Nothing changed.");
             return Ok(Exit::Success);
         }
@@ -25,15 +35,29 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
     if args.revoke {
         let ep = ctx.endpoints(cloud).await?;
         let http = ctx.http()?;
-        let tenant = args.sign_in.tenant.clone().unwrap_or_else(|| p.tenant_id.clone());
+        let tenant = args
+            .sign_in
+            .tenant
+            .clone()
+            .unwrap_or_else(|| p.tenant_id.clone());
         let signed = signin::sign_in(&ctx.ui, &http, &ep, &args.sign_in, Some(&tenant)).await?;
         let graph = Graph::new(http, &ep, signed.graph_token);
         let object_id = match &p.app_object_id {
             Some(id) => id.clone(),
-            None => graph.get_application(&p.app_id).await?
-                .ok_or_else(|| crate::rotation::app_not_found(&p.app_id, &p.tenant_id))?.id,
+            None => {
+                graph
+                    .get_application(&p.app_id)
+                    .await?
+                    .ok_or_else(|| crate::rotation::app_not_found(&p.app_id, &p.tenant_id))?
+                    .id
+            }
         };
-        let keys: Vec<String> = p.key_id.iter().chain(p.pending.as_ref().and_then(|r| r.key_id.as_ref())).cloned().collect();
+        let keys: Vec<String> = p
+            .key_id
+            .iter()
+            .chain(p.pending.as_ref().and_then(|r| r.key_id.as_ref()))
+            .cloned()
+            .collect();
         if keys.is_empty() {
             ctx.ui.warn("The profile does not know its key's ID (captured without sign-in); delete the key in the portal.");
         }
@@ -47,6 +71,9 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
     secrets.delete(&p.profile, Slot::Pending).await?;
     ctx.meta.delete(&p.profile)?;
     ctx.ui.done(format!("Forgot profile '{}'", p.profile));
-    super::print_json(&ctx.ui, &serde_json::json!({"ok": true, "action": "removed", "profile": p.profile, "revoked": args.revoke}));
+    super::print_json(
+        &ctx.ui,
+        &serde_json::json!({"ok": true, "action": "removed", "profile": p.profile, "revoked": args.revoke}),
+    );
     Ok(Exit::Success)
 }

@@ -20,10 +20,21 @@ pub async fn run(ctx: &mut Ctx, args: RotateArgs) -> anyhow::Result<Exit> {
             "The key expires in {} days (after the {days}-day window): nothing to do",
             days_left(exp)
         ));
-        print_json(&ctx.ui, &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(&p)}));
+        print_json(
+            &ctx.ui,
+            &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(&p)}),
+        );
         return Ok(Exit::Success);
     }
-    rotate_profile(ctx, p, &args.sign_in, args.keep_old, args.secret_years, "rotated").await
+    rotate_profile(
+        ctx,
+        p,
+        &args.sign_in,
+        args.keep_old,
+        args.secret_years,
+        "rotated",
+    )
+    .await
 }
 
 /// Sign in to the profile's tenant, then run the rotation engine on the profile.
@@ -43,7 +54,10 @@ pub async fn rotate_profile(
         "Rotating the key of profile '{}' (App ID {})",
         p.profile, p.app_id
     ));
-    let tenant = sign_in.tenant.clone().unwrap_or_else(|| p.tenant_id.clone());
+    let tenant = sign_in
+        .tenant
+        .clone()
+        .unwrap_or_else(|| p.tenant_id.clone());
     let signed = signin::sign_in(&ctx.ui, &http, &ep, sign_in, Some(&tenant)).await?;
     let graph = Graph::new(http.clone(), &ep, signed.graph_token.clone());
     let policy = graph.default_app_management_policy().await.ok();
@@ -88,7 +102,8 @@ pub async fn rotate_profile(
         .await
         .context("rotating the key")?;
     if outcome == Outcome::Resumed {
-        ctx.ui.info("The interrupted rotation is complete; no new key was added.");
+        ctx.ui
+            .info("The interrupted rotation is complete; no new key was added.");
     }
     if retired.kept
         && let Some(old) = &retired.old_key_id

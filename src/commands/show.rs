@@ -10,10 +10,16 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<Exit> {
     let mut doc = profile_json(&p);
     if args.reveal {
         let secrets = ctx.secrets(p.cloud).await?;
-        let secret = secrets.get(&p.profile, Slot::Current).await?.ok_or_else(|| {
-            UserError::new(Exit::NotFound, format!("no secret is stored for profile '{}'", p.profile))
+        let secret = secrets
+            .get(&p.profile, Slot::Current)
+            .await?
+            .ok_or_else(|| {
+                UserError::new(
+                    Exit::NotFound,
+                    format!("no secret is stored for profile '{}'", p.profile),
+                )
                 .hint("run `csp-onboard init` to create one")
-        })?;
+            })?;
         if ctx.ui.json {
             doc["secret"] = serde_json::Value::String(secret.expose().to_string());
         } else {
@@ -30,16 +36,29 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<Exit> {
     line("profile", Some(&p.profile));
     line("cloud", Some(p.cloud.as_str()));
     line("tenant_id", Some(&p.tenant_id));
-    line("commerce_id", p.commerce_id.as_deref().or(Some("unknown (see Partner Center > App management)")));
+    line(
+        "commerce_id",
+        p.commerce_id
+            .as_deref()
+            .or(Some("unknown (see Partner Center > App management)")),
+    );
     line("app_id", Some(&p.app_id));
     line("app_object_id", p.app_object_id.as_deref());
     line("key_id", p.key_id.as_deref());
-    let masked = p.secret_hint.as_ref().map(|h| format!("{h}{}", "*".repeat(8)));
+    let masked = p
+        .secret_hint
+        .as_ref()
+        .map(|h| format!("{h}{}", "*".repeat(8)));
     line("secret", masked.as_deref());
-    line("secret_expires", super::rfc3339(p.secret_expires).as_deref());
+    line(
+        "secret_expires",
+        super::rfc3339(p.secret_expires).as_deref(),
+    );
     line("store", Some(p.store.as_str()));
     if p.pending.is_some() {
-        eprintln!("note: an interrupted rotation is pending; run `csp-onboard rotate` to finish it");
+        eprintln!(
+            "note: an interrupted rotation is pending; run `csp-onboard rotate` to finish it"
+        );
     }
     Ok(Exit::Success)
 }
