@@ -1,0 +1,205 @@
+//! `csp-onboard emulator`: the clap arguments (flattened into the CLI by the lead) and the runner
+//! that prints the endpoints and serves until Ctrl-C.
+
+use super::{Emulator, EmulatorConfig, FaultKind, FaultRule, Knobs, ThrottleRule, UserKind};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EmulatorArgs {
+    /// First of three consecutive ports (sign-in, Graph, Partner Center); 0 picks free ports.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Keep the emulated tenant in this JSON file (0600) across restarts.
+    #[arg(long = "state", value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Delay added to every request, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency_ms: u64,
+    /// How long a new app or service principal stays invisible (404, AADSTS700016), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub replication_delay_ms: u64,
+    /// How long a new secret is refused (AADSTS7000215), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub propagation_delay_ms: u64,
+    /// Answer 429 with Retry-After to requests whose "METHOD /path" contains ROUTE, the first
+    /// FIRST_N times (default 1). Repeatable. Example: --throttle "POST /v1.0/applications=2:3"
+    #[arg(long, value_name = "ROUTE=RETRY_AFTER[:FIRST_N]", value_parser = parse_throttle)]
+    pub throttle: Vec<ThrottleRule>,
+    /// Fail requests whose "METHOD /path" contains ROUTE with a status (500/502/503/504) or by
+    /// dropping the connection, the first FIRST_N times (default 1). Repeatable.
+    #[arg(long = "fail", value_name = "ROUTE=STATUS|drop[:FIRST_N]", value_parser = parse_fault)]
+    pub fail: Vec<FaultRule>,
+    /// Tenant policy: secrets may live at most this many days.
+    #[arg(long, value_name = "DAYS")]
+    pub max_secret_lifetime_days: Option<u64>,
+    /// Tenant policy: no password credentials at all.
+    #[arg(long)]
+    pub no_passwords: bool,
+    /// Who signs in.
+    #[arg(long, value_enum, default_value_t = UserArg::GlobalAdmin)]
+    pub user: UserArg,
+    /// Conditional Access blocks the device-code flow (AADSTS53003).
+    #[arg(long)]
+    pub block_device_code: bool,
+    /// The tenant is not a CSP partner (no Partner Center service principal).
+    #[arg(long)]
+    pub not_csp: bool,
+    /// Partner Center refuses App-only calls from apps not registered in App management.
+    #[arg(long)]
+    pub require_app_registration: bool,
+    /// Apply request number N (1-based, all services), then never answer it.
+    #[arg(long, value_name = "N")]
+    pub hang_after_request: Option<u64>,
+    /// Approve device codes by themselves after N polls (default 1), as the Global admin or --user.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    pub auto_approve: Option<u32>,
+    /// Device-code polling interval in seconds (Entra: 5).
+    #[arg(long, value_name = "SECS")]
+    pub device_code_interval: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserArg {
+    #[default]
+    GlobalAdmin,
+    AdminAgent,
+    Plain,
+}
+
+fn split_rule(s: &str) -> Result<(String, String, u32), String> {
+    let (route, rest) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected ROUTE=VALUE[:FIRST_N], got {s:?}"))?;
+    if route.is_empty() {
+        return Err("ROUTE must not be empty".into());
+    }
+    let (value, first_n) = match rest.split_once(':') {
+        Some((v, n)) => (
+            v,
+            n.parse::<u32>()
+                .map_err(|_| format!("FIRST_N must be a whole number, got {n:?}"))?,
+        ),
+        None => (rest, 1),
+    };
+    Ok((route.to_string(), value.to_string(), first_n))
+}
+
+fn parse_throttle(s: &str) -> Result<ThrottleRule, String> {
+    let (route, value, first_n) = split_rule(s)?;
+    let retry_after_secs = value
+        .parse::<u64>()
+        .map_err(|_| format!("RETRY_AFTER must be whole seconds, got {value:?}"))?;
+    Ok(ThrottleRule {
+        route,
+        first_n,
+        every_nth: 0,
+        retry_after_secs,
+    })
+}
+
+fn parse_fault(s: &str) -> Result<FaultRule, String> {
+    let (route, value, first_n) = split_rule(s)?;
+    let kind = match value.as_str() {
+        "drop" => FaultKind::DropConnection,
+        v => match v.parse::<u16>() {
+            Ok(code @ (500 | 502 | 503 | 504)) => FaultKind::Status(code),
+            _ => {
+                return Err(format!(
+                    "STATUS must be 500, 502, 503, 504 or drop, got {v:?}"
+                ));
+            }
+        },
+    };
+    Ok(FaultRule {
+        route,
+        first_n,
+        kind,
+    })
+}
+
+impl EmulatorArgs {
+    pub fn config(&self) -> EmulatorConfig {
+        let ms = Duration::from_millis;
+        EmulatorConfig {
+            port: self.port,
+            state_file: self.state.clone(),
+            knobs: Knobs {
+                latency: ms(self.latency_ms),
+                replication_delay: ms(self.replication_delay_ms),
+                secret_propagation_delay: ms(self.propagation_delay_ms),
+                throttle: self.throttle.clone(),
+                faults: self.fail.clone(),
+                max_password_lifetime: self
+                    .max_secret_lifetime_days
+                    .map(|d| Duration::from_secs(d * 86_400)),
+                passwords_disallowed: self.no_passwords,
+                signed_in_user: match self.user {
+                    UserArg::GlobalAdmin => UserKind::GlobalAdmin,
+                    UserArg::AdminAgent => UserKind::AdminAgent,
+                    UserArg::Plain => UserKind::Plain,
+                },
+                block_device_code: self.block_device_code,
+                not_csp_tenant: self.not_csp,
+                require_pc_app_registration: self.require_app_registration,
+                hang_after_request: self.hang_after_request,
+                auto_approve_device_code_after_polls: self.auto_approve,
+                device_code_interval_secs: self.device_code_interval,
+                ..Knobs::default()
+            },
+        }
+    }
+}
+
+/// Start, print where everything is, serve until Ctrl-C.
+pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
+    let emu = Emulator::start(args.config()).await?;
+    let (automation_app_id, _) = emu.automation_credentials();
+    println!("csp-onboard emulator (a local stand-in for Microsoft's endpoints; not Microsoft)");
+    println!();
+    println!("  sign-in authority  {}", emu.authority_url());
+    println!("  Microsoft Graph    {}", emu.graph_url());
+    println!("  Partner Center     {}", emu.partner_center_url());
+    println!("  device login page  {}", emu.device_login_url());
+    println!();
+    println!("  tenant ID          {}", emu.tenant_id());
+    println!("  tenant domain      {}", emu.tenant_domain());
+    println!(
+        "  signs in as        {}",
+        emu.user_principal_name(emu.knobs().signed_in_user)
+    );
+    println!("  automation app ID  {automation_app_id} (its secret is in the state file)");
+    match &args.state {
+        Some(p) => println!("  state file         {}", p.display()),
+        None => println!("  state              in memory (pass --state FILE to keep it)"),
+    }
+    println!();
+    println!("Use it with `--cloud custom` and these variables:");
+    println!();
+    for line in emu.env_lines().lines() {
+        println!("export {line}");
+    }
+    println!();
+    println!("Press Ctrl-C to stop.");
+    tokio::signal::ctrl_c().await?;
+    emu.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_from_the_command_line() {
+        let t = parse_throttle("POST /v1.0/applications=7:3").unwrap();
+        assert_eq!(
+            (t.route.as_str(), t.retry_after_secs, t.first_n),
+            ("POST /v1.0/applications", 7, 3)
+        );
+        let f = parse_fault("/oauth2/v2.0/token=drop").unwrap();
+        assert_eq!((f.kind, f.first_n), (FaultKind::DropConnection, 1));
+        assert!(parse_fault("x=418").is_err());
+        assert!(parse_throttle("noequals").is_err());
+    }
+}

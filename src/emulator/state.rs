@@ -1,0 +1,459 @@
+//! The emulated directory (tenant, users, groups, roles, apps, service principals, credentials,
+//! pending grants): the seed, and the JSON state file that survives restarts.
+//!
+//! Secrets, device codes, auth codes and refresh tokens are stored as SHA-256 digests, as a real
+//! STS would. The one exception is the automation identity's secret, which tests ask for again.
+
+use super::UserKind;
+use crate::cloud::{DEFAULT_PUBLIC_CLIENT_ID, PARTNER_CENTER_APP_ID};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use time::OffsetDateTime;
+
+pub const GLOBAL_ADMIN_TEMPLATE: &str = "62e90394-69f5-4237-9190-012177145e10";
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+pub const AZURE_POWERSHELL_APP_ID: &str = "1950a258-227b-4e31-a9cf-717495945fc2";
+/// Microsoft's own services tenant, which owns first-party apps such as Partner Center.
+pub const MICROSOFT_SERVICES_TENANT: &str = "f8cdef31-a31e-4b4a-93e4-5f571e91255a";
+pub const ADMIN_AGENTS: &str = "AdminAgents";
+
+/// The public clients the emulator knows, as Entra knows first-party apps in every tenant.
+pub const PUBLIC_CLIENTS: &[(&str, &str)] = &[
+    (DEFAULT_PUBLIC_CLIENT_ID, "Microsoft Azure CLI"),
+    (AZURE_POWERSHELL_APP_ID, "Microsoft Azure PowerShell"),
+];
+
+const STATE_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+pub struct Data {
+    pub version: u32,
+    pub tenant_id: String,
+    pub tenant_domain: String,
+    pub tenant_name: String,
+    /// HMAC key that signs the emulator's JWT-shaped tokens (hex).
+    pub signing_key: String,
+    pub users: Vec<User>,
+    pub groups: Vec<Group>,
+    pub roles: Vec<Role>,
+    pub applications: Vec<Application>,
+    pub service_principals: Vec<ServicePrincipal>,
+    /// App IDs registered in Partner Center's App management.
+    pub pc_registered: Vec<String>,
+    pub automation_app_id: String,
+    pub automation_secret: String,
+    pub customers: Vec<Customer>,
+    pub device_codes: Vec<DeviceCode>,
+    pub auth_codes: Vec<AuthCode>,
+    pub refresh_tokens: Vec<RefreshToken>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct User {
+    pub id: String,
+    pub upn: String,
+    pub display_name: String,
+    pub kind: UserKind,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Group {
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    /// Object IDs of users and service principals.
+    pub members: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Role {
+    pub id: String,
+    pub template_id: String,
+    pub display_name: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Application {
+    pub id: String,
+    pub app_id: String,
+    pub display_name: String,
+    pub sign_in_audience: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// Object IDs of the users who own the app (its creator, for delegated creation).
+    pub owners: Vec<String>,
+    pub passwords: Vec<Password>,
+    /// The other writable properties exactly as the creator sent them.
+    pub props: serde_json::Map<String, serde_json::Value>,
+    /// Graph application permissions granted with admin consent (the automation identity only).
+    pub graph_roles: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Password {
+    pub key_id: String,
+    pub display_name: Option<String>,
+    pub secret_sha256: String,
+    pub hint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// Successful authentications after the propagation delay (drives `propagation_flaps`).
+    #[serde(default)]
+    pub auths_after_delay: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct ServicePrincipal {
+    pub id: String,
+    pub app_id: String,
+    pub display_name: String,
+    pub owner_tenant: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Customer {
+    pub id: String,
+    pub commerce_id: String,
+    pub company_name: String,
+    pub domain: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub enum DeviceStatus {
+    Pending,
+    Approved { user_id: String },
+    Declined,
+    Redeemed,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct DeviceCode {
+    pub device_code_sha256: String,
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+    pub interval_secs: u64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_poll: Option<OffsetDateTime>,
+    pub polls: u32,
+    pub status: DeviceStatus,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct AuthCode {
+    pub code_sha256: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub user_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+    pub redeemed: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct RefreshToken {
+    pub token_sha256: String,
+    pub client_id: String,
+    pub user_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+}
+
+pub fn new_guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex(&Sha256::digest(s.as_bytes()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random string over `alphabet`.
+pub fn random_string(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+pub const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A client secret shaped like Entra's: three characters, a digit, `Q~`, then 34 more (40 in all).
+pub fn new_client_secret() -> String {
+    let tail: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-";
+    format!(
+        "{}{}Q~{}",
+        random_string(3, ALNUM),
+        random_string(1, b"0123456789"),
+        random_string(34, tail)
+    )
+}
+
+pub fn is_guid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+}
+
+impl Data {
+    /// A fresh CSP partner tenant.
+    pub fn seed() -> Data {
+        let now = OffsetDateTime::now_utc();
+        let long_ago = now - time::Duration::days(400);
+        let label = random_string(4, b"abcdefghijklmnopqrstuvwxyz0123456789");
+        let tenant_domain = format!("contoso-partner-{label}.onmicrosoft.com");
+        let user = |local: &str, name: &str, kind| User {
+            id: new_guid(),
+            upn: format!("{local}@{tenant_domain}"),
+            display_name: name.to_string(),
+            kind,
+        };
+        let admin = user("admin", "Ada Admin", UserKind::GlobalAdmin);
+        let agent = user("agent", "Alex Agent", UserKind::AdminAgent);
+        let plain = user("user", "Pat Plain", UserKind::Plain);
+
+        let group = |name: &str, members: Vec<&User>| Group {
+            id: new_guid(),
+            display_name: name.to_string(),
+            description: format!("{name} (seeded by the emulator)"),
+            members: members.iter().map(|u| u.id.clone()).collect(),
+        };
+        // Enough memberships that a small `member_of_page_size` pages through several links.
+        let groups = vec![
+            group(ADMIN_AGENTS, vec![&agent]),
+            group("SalesAgents", vec![&agent]),
+            group("HelpdeskAgents", vec![&agent, &plain]),
+            group("All Staff", vec![&admin, &agent, &plain]),
+            group("Finance", vec![&admin]),
+            group("Engineering", vec![&admin, &plain]),
+            group("Security Reviewers", vec![&admin]),
+            group("Project Phoenix", vec![&admin, &agent]),
+        ];
+        let roles = vec![
+            Role {
+                id: new_guid(),
+                template_id: GLOBAL_ADMIN_TEMPLATE.to_string(),
+                display_name: "Global Administrator".to_string(),
+                members: vec![admin.id.clone()],
+            },
+            Role {
+                id: new_guid(),
+                template_id: "f2ef992c-3afb-46b9-b7cf-a126ee74c451".to_string(),
+                display_name: "Global Reader".to_string(),
+                members: vec![admin.id.clone()],
+            },
+        ];
+
+        let sp = |app_id: &str, name: &str, owner: &str| ServicePrincipal {
+            id: new_guid(),
+            app_id: app_id.to_string(),
+            display_name: name.to_string(),
+            owner_tenant: owner.to_string(),
+            created: long_ago,
+        };
+        let tenant_id = new_guid();
+        let mut service_principals = vec![
+            sp(
+                PARTNER_CENTER_APP_ID,
+                "Partner Center",
+                MICROSOFT_SERVICES_TENANT,
+            ),
+            sp(GRAPH_APP_ID, "Microsoft Graph", MICROSOFT_SERVICES_TENANT),
+            sp(
+                DEFAULT_PUBLIC_CLIENT_ID,
+                "Microsoft Azure CLI",
+                MICROSOFT_SERVICES_TENANT,
+            ),
+        ];
+
+        // The automation identity for `--auth client-secret`.
+        let automation_secret = new_client_secret();
+        let automation = Application {
+            id: new_guid(),
+            app_id: new_guid(),
+            display_name: "csp-onboard automation".to_string(),
+            sign_in_audience: "AzureADMyOrg".to_string(),
+            created: long_ago,
+            owners: vec![admin.id.clone()],
+            passwords: vec![Password {
+                key_id: new_guid(),
+                display_name: Some("automation".to_string()),
+                secret_sha256: sha256_hex(&automation_secret),
+                hint: automation_secret.chars().take(3).collect(),
+                start: long_ago,
+                end: now + time::Duration::days(3650),
+                created: long_ago,
+                auths_after_delay: 0,
+            }],
+            props: serde_json::Map::new(),
+            graph_roles: vec![
+                "Application.ReadWrite.All".to_string(),
+                "GroupMember.ReadWrite.All".to_string(),
+            ],
+        };
+        service_principals.push(sp(&automation.app_id, &automation.display_name, &tenant_id));
+
+        let customer = |name: &str, dom: &str| Customer {
+            id: new_guid(),
+            commerce_id: new_guid(),
+            company_name: name.to_string(),
+            domain: format!("{dom}.onmicrosoft.com"),
+        };
+        let mut key = [0u8; 32];
+        rand::rng().fill(&mut key);
+
+        Data {
+            version: STATE_VERSION,
+            tenant_id: tenant_id.clone(),
+            tenant_domain,
+            tenant_name: "Contoso Partner".to_string(),
+            signing_key: hex(&key),
+            users: vec![admin, agent, plain],
+            groups,
+            roles,
+            applications: vec![automation.clone()],
+            service_principals,
+            pc_registered: vec![],
+            automation_app_id: automation.app_id,
+            automation_secret,
+            customers: vec![
+                customer("Fabrikam Ltd", "fabrikam-emu"),
+                customer("Northwind Traders", "northwind-emu"),
+                customer("Tailspin Toys", "tailspin-emu"),
+            ],
+            device_codes: vec![],
+            auth_codes: vec![],
+            refresh_tokens: vec![],
+        }
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Option<Data>> {
+        use anyhow::Context;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading emulator state {}", path.display()));
+            }
+        };
+        let data: Data = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "emulator state {} is not valid; move it away to start fresh",
+                path.display()
+            )
+        })?;
+        anyhow::ensure!(
+            data.version == STATE_VERSION,
+            "emulator state {} has version {}, expected {STATE_VERSION}; move it away to start fresh",
+            path.display(),
+            data.version
+        );
+        Ok(Some(data))
+    }
+
+    /// Atomic replace (temp file + rename), mode 0600: the file holds fake but working secrets.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        use std::io::Write;
+        let bytes = serde_json::to_vec_pretty(self)?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state.json".to_string());
+        let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Drop grants that can no longer be used, so the state file does not grow forever.
+    pub fn prune(&mut self, now: OffsetDateTime) {
+        let grace = time::Duration::hours(1);
+        self.device_codes.retain(|d| d.expires + grace > now);
+        self.auth_codes.retain(|c| c.expires + grace > now);
+        self.refresh_tokens.retain(|r| r.expires > now);
+    }
+
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    pub fn user_of_kind(&self, kind: UserKind) -> Option<&User> {
+        self.users.iter().find(|u| u.kind == kind)
+    }
+
+    pub fn app_by_app_id(&self, app_id: &str) -> Option<&Application> {
+        self.applications
+            .iter()
+            .find(|a| a.app_id.eq_ignore_ascii_case(app_id))
+    }
+
+    pub fn app_by_app_id_mut(&mut self, app_id: &str) -> Option<&mut Application> {
+        self.applications
+            .iter_mut()
+            .find(|a| a.app_id.eq_ignore_ascii_case(app_id))
+    }
+
+    pub fn sp_by_app_id(&self, app_id: &str) -> Option<&ServicePrincipal> {
+        self.service_principals
+            .iter()
+            .find(|s| s.app_id.eq_ignore_ascii_case(app_id))
+    }
+
+    pub fn admin_agents(&self) -> Option<&Group> {
+        self.groups.iter().find(|g| g.display_name == ADMIN_AGENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_look_like_entra_secrets() {
+        let s = new_client_secret();
+        assert_eq!(s.len(), 40);
+        assert_eq!(&s[4..6], "Q~");
+    }
+
+    #[test]
+    fn seed_is_a_csp_tenant_with_the_three_kinds_of_user() {
+        let d = Data::seed();
+        assert!(d.sp_by_app_id(PARTNER_CENTER_APP_ID).is_some());
+        let agent = d.user_of_kind(UserKind::AdminAgent).unwrap();
+        assert!(d.admin_agents().unwrap().members.contains(&agent.id));
+        assert!(d.app_by_app_id(&d.automation_app_id).is_some());
+    }
+}
