@@ -380,3 +380,51 @@ fn child_probe() {
     }
     println!("child_probe checked ({expect}): {}", ue.message);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn data_dir_follows_the_override_then_xdg_and_is_private() {
+    let root = tempfile::tempdir().unwrap();
+    let xdg = root.path().join("xdg");
+    let over = root.path().join("override/nested");
+    for (expected, envs) in [
+        (
+            xdg.join("csp-onboard"),
+            vec![
+                ("XDG_DATA_HOME", xdg.to_str().unwrap()),
+                ("CSP_ONBOARD_DATA_DIR", ""),
+            ],
+        ),
+        (
+            over.clone(),
+            vec![
+                ("XDG_DATA_HOME", xdg.to_str().unwrap()),
+                ("CSP_ONBOARD_DATA_DIR", over.to_str().unwrap()),
+            ],
+        ),
+    ] {
+        let out = run_child("child_data_dir", &envs, &[]);
+        assert!(out.status.success(), "{}", show(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("data_dir={}\n", expected.display())),
+            "{}",
+            show(&out)
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&expected).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}
+
+#[test]
+fn child_data_dir() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return; // only meaningful in the child started above
+    }
+    println!(
+        "data_dir={}",
+        csp_onboard::store::data_dir().unwrap().display()
+    );
+}
