@@ -30,7 +30,9 @@ fn main() -> std::process::ExitCode {
         Err(err) => report::print_error(&err, json).code(),
     };
     // Prompts and spinners may have hidden the cursor; a Ctrl-C must not leave it hidden.
-    let _ = console::Term::stderr().show_cursor();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let _ = console::Term::stderr().show_cursor();
+    }
     // Dropping the runtime would wait for blocking tasks (a prompt waiting for a key).
     runtime.shutdown_background();
     std::process::ExitCode::from(code as u8)

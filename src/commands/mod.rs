@@ -183,6 +183,7 @@ impl Ctx {
 fn emulator_demo_knobs() -> Knobs {
     Knobs {
         auto_approve_device_code_after_polls: Some(1),
+        device_code_interval_secs: Some(1),
         ..Default::default()
     }
 }

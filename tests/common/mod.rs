@@ -9,7 +9,7 @@ use std::process::Output;
 pub fn fast_knobs() -> Knobs {
     Knobs {
         auto_approve_device_code_after_polls: Some(1),
-        device_code_interval_secs: 0,
+        device_code_interval_secs: Some(0),
         ..Default::default()
     }
 }
