@@ -214,6 +214,10 @@ pub struct InitArgs {
     /// On rotation, keep the old key on the app instead of deleting it.
     #[arg(long)]
     pub keep_old: bool,
+
+    /// How long to wait for a new secret to propagate through Entra ID before giving up (exit 7).
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    pub verify_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +236,10 @@ pub struct RotateArgs {
     /// Do nothing unless the stored key expires within this many days.
     #[arg(long, value_name = "DAYS")]
     pub if_expiring_within: Option<u32>,
+
+    /// How long to wait for the new secret to propagate through Entra ID before giving up (exit 7).
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    pub verify_timeout: u64,
 }
 
 #[derive(Debug, Args)]

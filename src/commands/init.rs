@@ -58,7 +58,7 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
             &args.sign_in,
             args.keep_old,
             args.secret_years,
-            "rotated",
+            args.verify_timeout,
         )
         .await;
     }
@@ -183,17 +183,17 @@ fn ask_commerce_id(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<Option<String>>
     Ok(v.map(|c| c.to_lowercase()))
 }
 
-fn verify_options() -> VerifyOptions {
-    VerifyOptions::default()
+pub fn verify_options(timeout_secs: u64) -> VerifyOptions {
+    VerifyOptions {
+        budget: std::time::Duration::from_secs(timeout_secs),
+        ..VerifyOptions::default()
+    }
 }
 
 /// A pasted secret was usually made a while ago, and a wrong one would otherwise keep the admin
 /// waiting the whole propagation window: a shorter window, still long enough for a fresh key.
-fn capture_verify_options() -> VerifyOptions {
-    VerifyOptions {
-        budget: std::time::Duration::from_secs(90),
-        ..VerifyOptions::default()
-    }
+fn capture_verify_options(timeout_secs: u64) -> VerifyOptions {
+    verify_options(timeout_secs.min(90))
 }
 
 /// Capture: an app and key made in the portal. No admin sign-in; prove the secret, store it.
@@ -238,7 +238,7 @@ async fn capture(
         &tenant,
         &app_id,
         &secret,
-        &capture_verify_options(),
+        &capture_verify_options(args.verify_timeout),
     )
     .await?;
     let now = OffsetDateTime::now_utc();
@@ -552,7 +552,7 @@ async fn onboard(
         graph: &graph,
         secrets,
         meta: &ctx.meta,
-        verify: verify_options(),
+        verify: verify_options(args.verify_timeout),
     };
     let end = OffsetDateTime::now_utc() + Duration::days(days);
     engine.replace_key(&mut p, end, args.keep_old).await?;

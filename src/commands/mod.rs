@@ -173,6 +173,12 @@ impl Ctx {
             tokio::task::spawn_blocking(move || store::open_secrets(kind, cloud)).await??;
         if let Some(n) = notice {
             self.ui.warn(n);
+        } else if kind == StoreKind::File {
+            // The file store is never a silent choice: say where the secret goes.
+            self.ui.info(format!(
+                "Using the file store (--store file): secrets go to 0600 files, e.g. {}",
+                secrets.describe(&self.profile)
+            ));
         }
         Ok(secrets)
     }

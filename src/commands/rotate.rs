@@ -1,7 +1,7 @@
 //! `rotate`: a new key, verified and stored, then the old one retired. `init` on an existing profile lands here too.
 
 use super::{Ctx, days_left, print_json, profile_json};
-use crate::cli::{AuthArg, RotateArgs, SignInArgs};
+use crate::cli::{RotateArgs, SignInArgs};
 use crate::exit::Exit;
 use crate::partner_center::Graph;
 use crate::rotation::{Engine, Outcome};
@@ -32,7 +32,7 @@ pub async fn run(ctx: &mut Ctx, args: RotateArgs) -> anyhow::Result<Exit> {
         &args.sign_in,
         args.keep_old,
         args.secret_years,
-        "rotated",
+        args.verify_timeout,
     )
     .await
 }
@@ -44,7 +44,7 @@ pub async fn rotate_profile(
     sign_in: &SignInArgs,
     keep_old: bool,
     years: Option<u8>,
-    action: &str,
+    verify_timeout: u64,
 ) -> anyhow::Result<Exit> {
     let cloud = ctx.cloud(Some(&p));
     let ep = ctx.endpoints(cloud).await?;
@@ -86,7 +86,6 @@ pub async fn rotate_profile(
         }
         days = m;
     }
-    let _ = signed.method == AuthArg::Browser;
     let engine = Engine {
         ui: &ctx.ui,
         http: &http,
@@ -94,13 +93,17 @@ pub async fn rotate_profile(
         graph: &graph,
         secrets: &secrets,
         meta: &ctx.meta,
-        verify: Default::default(),
+        verify: super::init::verify_options(verify_timeout),
     };
     let end = OffsetDateTime::now_utc() + Duration::days(days);
     let (outcome, retired) = engine
         .replace_key(&mut p, end, keep_old)
         .await
         .context("rotating the key")?;
+    let action = match outcome {
+        Outcome::Replaced => "rotated",
+        Outcome::Resumed => "resumed",
+    };
     if outcome == Outcome::Resumed {
         ctx.ui
             .info("The interrupted rotation is complete; no new key was added.");

@@ -40,8 +40,14 @@ impl Cli {
             ("CSP_ONBOARD_CLOUD".into(), "custom".into()),
             ("CSP_ONBOARD_AUTHORITY_URL".into(), emu.authority_url()),
             ("CSP_ONBOARD_GRAPH_URL".into(), emu.graph_url()),
-            ("CSP_ONBOARD_PARTNER_CENTER_URL".into(), emu.partner_center_url()),
-            ("CSP_ONBOARD_DATA_DIR".into(), data.path().display().to_string()),
+            (
+                "CSP_ONBOARD_PARTNER_CENTER_URL".into(),
+                emu.partner_center_url(),
+            ),
+            (
+                "CSP_ONBOARD_DATA_DIR".into(),
+                data.path().display().to_string(),
+            ),
             ("RUST_BACKTRACE".into(), "0".into()),
             ("NO_COLOR".into(), "1".into()),
         ];
@@ -61,8 +67,14 @@ impl Cli {
         for (k, v) in &self.env {
             c.env(k, v);
         }
-        for k in ["CSP_ONBOARD_PROFILE", "CSP_ONBOARD_NON_INTERACTIVE", "CSP_ONBOARD_APP_SECRET",
-                  "CSP_ONBOARD_CLIENT_SECRET", "CSP_ONBOARD_ACCESS_TOKEN", "CSP_ONBOARD_TENANT"] {
+        for k in [
+            "CSP_ONBOARD_PROFILE",
+            "CSP_ONBOARD_NON_INTERACTIVE",
+            "CSP_ONBOARD_APP_SECRET",
+            "CSP_ONBOARD_CLIENT_SECRET",
+            "CSP_ONBOARD_ACCESS_TOKEN",
+            "CSP_ONBOARD_TENANT",
+        ] {
             if !self.env.iter().any(|(e, _)| e == k) {
                 c.env_remove(k);
             }
@@ -77,7 +89,9 @@ impl Cli {
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
             use std::process::Stdio;
-            c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            c.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
             let mut child = c.spawn().expect("spawn csp-onboard");
             if let Some(mut s) = child.stdin.take() {
                 let _ = s.write_all(input.as_bytes());
@@ -103,7 +117,11 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", stdout(o), stderr(o))
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+            stdout(o),
+            stderr(o)
+        )
     })
 }
 

@@ -1,0 +1,494 @@
+//! The built binary, scripted, against the emulator over real HTTP: onboarding, rotation, capture,
+//! and each exit code of product.md that `init` can produce, from the situation that causes it.
+
+mod common;
+
+use common::*;
+use csp_onboard::emulator::{FaultKind, FaultRule, Knobs, UserKind};
+use std::time::Duration;
+
+const SCRIPTED: &[&str] = &[
+    "init",
+    "--non-interactive",
+    "--json",
+    "--auth",
+    "device-code",
+];
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = SCRIPTED.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_init_creates_app_key_and_stores_a_verified_secret() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--secret-years", "1"]), "")
+        .await;
+    assert_eq!(code(&out), 0, "stderr:\n{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["action"], "created");
+    assert_eq!(doc["tenant_id"], tenant.as_str());
+    assert!(
+        doc["commerce_id"].is_null(),
+        "never filled in from the tenant ID"
+    );
+    assert!(
+        doc.get("secret").is_none(),
+        "the secret is not printed unless asked for"
+    );
+
+    // Exactly one app, with exactly the stored key, a service principal and AdminAgents membership.
+    let apps = emu.applications();
+    let created: Vec<_> = apps.iter().filter(|a| a.app_id == doc["app_id"]).collect();
+    assert_eq!(created.len(), 1);
+    let app = created[0];
+    assert!(app.has_service_principal && app.in_admin_agents);
+    assert_eq!(app.sign_in_audience, "AzureADMultipleOrgs");
+    assert_eq!(app.passwords.len(), 1);
+    assert_eq!(app.passwords[0].key_id, doc["key_id"].as_str().unwrap());
+    let days = (app.passwords[0].end - time::OffsetDateTime::now_utc()).whole_days();
+    assert!((363..=365).contains(&days), "1-year key, got {days} days");
+
+    // The device code is printed plainly on stderr, even without a terminal.
+    assert!(stderr(&out).contains("enter the code"), "{}", stderr(&out));
+
+    // The stored secret is the one on the app: `show --reveal` hands it over and `check` proves it.
+    let shown = cli.run(&["show", "--reveal", "--json"], "").await;
+    assert_eq!(code(&shown), 0);
+    let shown = json(&shown);
+    assert_eq!(shown["key_id"], doc["key_id"]);
+    let secret = shown["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with(&app.passwords[0].hint));
+    let check = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&check), 0, "{}", stderr(&check));
+    // No secret on stderr of any command, nor on stdout unless revealed.
+    for o in [&out, &check] {
+        assert!(!stdout(o).contains(&secret) && !stderr(o).contains(&secret));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_rotates_without_downtime_and_leaves_one_key() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let first = json(&cli.run(&args(&["--tenant", &tenant]), "").await);
+    let second_out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&second_out), 0, "{}", stderr(&second_out));
+    let second = json(&second_out);
+    assert_eq!(second["action"], "rotated");
+    assert_eq!(second["app_id"], first["app_id"], "the same app is reused");
+    assert_ne!(second["key_id"], first["key_id"]);
+    let apps = emu.applications();
+    assert_eq!(
+        apps.iter()
+            .filter(|a| a.display_name.contains("csp-onboard"))
+            .count(),
+        1
+    );
+    let app = apps.iter().find(|a| a.app_id == first["app_id"]).unwrap();
+    let keys: Vec<_> = app.passwords.iter().map(|p| p.key_id.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![second["key_id"].as_str().unwrap()],
+        "old key retired"
+    );
+    // The new key was verified before the old one was removed.
+    let log = emu.requests();
+    let verified_at = log
+        .iter()
+        .rposition(|r| r.path.starts_with("/v1/profiles/legalbusiness"))
+        .unwrap();
+    let removed_at = log
+        .iter()
+        .position(|r| r.path.ends_with("/removePassword"))
+        .unwrap();
+    assert!(verified_at < removed_at);
+    let check = cli.run(&["check"], "").await;
+    assert_eq!(code(&check), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_old_keeps_the_previous_key() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let first = json(&cli.run(&args(&["--tenant", &tenant]), "").await);
+    let second = json(
+        &cli.run(&args(&["--tenant", &tenant, "--keep-old"]), "")
+            .await,
+    );
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == first["app_id"])
+        .unwrap();
+    assert_eq!(app.passwords.len(), 2);
+    assert!(
+        app.passwords
+            .iter()
+            .any(|p| p.key_id == first["key_id"].as_str().unwrap())
+    );
+    assert!(
+        app.passwords
+            .iter()
+            .any(|p| p.key_id == second["key_id"].as_str().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_without_sign_in_stores_a_portal_secret() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, secret) = emu.portal_create_app("Made in the portal");
+    let commerce = "8c2a9f1e-3b4d-4e5f-9a6b-7c8d9e0f1a2b";
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--tenant",
+                &emu.tenant_id(),
+                "--app-id",
+                &app_id,
+                "--commerce-id",
+                commerce,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["action"], "captured");
+    assert_eq!(doc["commerce_id"], commerce);
+    assert_eq!(
+        emu.count("POST", "devicecode"),
+        0,
+        "no admin sign-in on this path"
+    );
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(shown["secret"], secret.expose());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_refuses_a_secret_id_pasted_as_the_secret() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, _) = emu.portal_create_app("Made in the portal");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--tenant",
+                &emu.tenant_id(),
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            "0b7a1c52-1d2e-4f3a-8b9c-0d1e2f3a4b5c\n",
+        )
+        .await;
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("that looks like the secret's ID; paste its Value"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_inputs_in_non_interactive_mode_name_the_flag() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, secret) = emu.portal_create_app("x");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--tenant"), "{}", stderr(&out));
+
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--auth",
+                "client-secret",
+                "--tenant",
+                &emu.tenant_id(),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--client-id"), "{}", stderr(&out));
+
+    let out = cli
+        .run(&["init", "--non-interactive", "--app-id", "not-a-guid"], "")
+        .await;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--app-id"));
+
+    let out = cli
+        .run(&["init", "--non-interactive", "--secret-years", "3"], "")
+        .await;
+    assert_eq!(code(&out), 2, "clap refuses out-of-range years");
+    assert_eq!(
+        emu.requests().len(),
+        0,
+        "nothing was sent for a usage error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_refused_for_a_non_loopback_host() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    cli.env.push((
+        "CSP_ONBOARD_GRAPH_URL".into(),
+        "http://graph.example.com".into(),
+    ));
+    let out = cli.run(&args(&[]), "").await;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("http://"), "{}", stderr(&out));
+}
+
+async fn init_exit(knobs: Knobs, extra: &[&str]) -> (i32, String, serde_json::Value) {
+    let emu = emulator(knobs).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let mut a = args(&["--tenant", &tenant]);
+    a.extend_from_slice(extra);
+    let out = cli.run(&a, "").await;
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (code(&out), stderr(&out), doc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_4_when_the_user_is_not_an_admin() {
+    let (code, err, doc) = init_exit(
+        Knobs {
+            signed_in_user: UserKind::Plain,
+            ..fast_knobs()
+        },
+        &[],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("Global Administrator") && err.contains("Admin agent"),
+        "{err}"
+    );
+    assert_eq!(doc["error"]["exit_code"], 4);
+    assert_eq!(doc["error"]["kind"], "permission_denied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_is_enough() {
+    let (code, err, _) = init_exit(
+        Knobs {
+            signed_in_user: UserKind::AdminAgent,
+            ..fast_knobs()
+        },
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Admin agent"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_4_when_conditional_access_blocks_device_code() {
+    let (code, err, _) = init_exit(
+        Knobs {
+            block_device_code: true,
+            ..fast_knobs()
+        },
+        &[],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("53003"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_4_when_the_tenant_is_not_a_csp_partner() {
+    let (code, err, _) = init_exit(
+        Knobs {
+            not_csp_tenant: true,
+            ..fast_knobs()
+        },
+        &[],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not a CSP partner tenant"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_5_when_the_policy_caps_lifetime_below_the_request() {
+    let knobs = Knobs {
+        max_password_lifetime: Some(Duration::from_secs(365 * 86400)),
+        ..fast_knobs()
+    };
+    let (code, err, _) = init_exit(knobs.clone(), &["--secret-years", "2"]).await;
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("--secret-years 1"),
+        "the hint offers what is allowed: {err}"
+    );
+    // Without the flag, the longest allowed key is made.
+    let (code, err, doc) = init_exit(knobs, &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(doc["secret_expires"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_5_when_passwords_are_disallowed() {
+    let (code, err, _) = init_exit(
+        Knobs {
+            passwords_disallowed: true,
+            ..fast_knobs()
+        },
+        &[],
+    )
+    .await;
+    assert_eq!(code, 5, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_7_when_the_secret_never_propagates() {
+    let knobs = Knobs {
+        secret_propagation_delay: Duration::from_secs(3600),
+        ..fast_knobs()
+    };
+    let (code, err, _) = init_exit(knobs, &["--verify-timeout", "3"]).await;
+    assert_eq!(code, 7, "{err}");
+    assert!(!err.to_lowercase().contains("wrong secret"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_7_when_partner_center_refuses_the_app_then_a_rerun_finishes_after_registration() {
+    let emu = emulator(Knobs {
+        require_pc_app_registration: true,
+        ..fast_knobs()
+    })
+    .await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Register existing app"),
+        "{}",
+        stderr(&out)
+    );
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.display_name.contains("csp-onboard"))
+        .unwrap();
+    assert_eq!(
+        app.passwords.len(),
+        1,
+        "the pending key is kept, known to the store"
+    );
+    emu.register_app_in_partner_center(&app.app_id);
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["action"], "resumed");
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app.app_id)
+        .unwrap();
+    assert_eq!(
+        app.passwords.len(),
+        1,
+        "no second key: the pending one was finished"
+    );
+    assert_eq!(app.passwords[0].key_id, doc["key_id"].as_str().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_8_when_the_existing_app_is_not_found() {
+    let (code, err, _) = init_exit(
+        fast_knobs(),
+        &["--app-id", "5a8e1c3d-2b4f-4a6e-8c0d-1e2f3a4b5c6d"],
+    )
+    .await;
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("5a8e1c3d-2b4f-4a6e-8c0d-1e2f3a4b5c6d"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_3_when_the_device_code_expires() {
+    let knobs = Knobs {
+        auto_approve_device_code_after_polls: None,
+        device_code_lifetime: Some(Duration::from_secs(2)),
+        device_code_interval_secs: Some(1),
+        ..fast_knobs()
+    };
+    let (code, err, _) = init_exit(knobs, &[]).await;
+    assert_eq!(code, 3, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_6_when_the_keychain_is_unavailable_for_a_real_cloud() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    cli.env.retain(|(k, _)| k != "CSP_ONBOARD_STORE");
+    cli.env
+        .push(("CSP_ONBOARD_STORE".into(), "keychain".into()));
+    cli.env.push((
+        "DBUS_SESSION_BUS_ADDRESS".into(),
+        "unix:path=/nonexistent/bus".into(),
+    ));
+    cli.env
+        .push(("XDG_RUNTIME_DIR".into(), "/nonexistent".into()));
+    let out = cli.run(&args(&["--tenant", &emu.tenant_id()]), "").await;
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--store file"),
+        "the fix is named: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        emu.count("POST", "/applications"),
+        0,
+        "nothing created before the store is known to work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_9_when_graph_keeps_failing() {
+    let knobs = Knobs {
+        faults: vec![FaultRule {
+            route: "GET /v1.0/organization".into(),
+            first_n: 100,
+            kind: FaultKind::Status(503),
+        }],
+        ..fast_knobs()
+    };
+    let (code, err, _) = init_exit(knobs, &[]).await;
+    assert_eq!(code, 9, "{err}");
+}
