@@ -1333,6 +1333,69 @@ async fn replication_delay_hides_new_apps_for_a_while() {
     }
     assert!(tries > 1);
     assert!(began.elapsed() >= Duration::from_millis(400));
+
+    // A new service principal lags too: group additions and reads fail until it replicates.
+    let (s, sp) = graph(
+        &emu,
+        "POST",
+        "servicePrincipals",
+        &t,
+        Some(json!({"appId": app_id})),
+    )
+    .await;
+    assert_eq!(s, 201, "{sp}");
+    let (_, groups) = graph(
+        &emu,
+        "GET",
+        "groups?$filter=displayName eq 'AdminAgents'&$select=id",
+        &t,
+        None,
+    )
+    .await;
+    let gid = groups["value"][0]["id"].as_str().unwrap();
+    let member = json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", sp["id"].as_str().unwrap())});
+    assert_graph(
+        &graph(
+            &emu,
+            "POST",
+            &format!("groups/{gid}/members/$ref"),
+            &t,
+            Some(member),
+        )
+        .await,
+        404,
+        "Request_ResourceNotFound",
+    );
+    assert_graph(
+        &graph(
+            &emu,
+            "GET",
+            &format!("servicePrincipals(appId='{app_id}')"),
+            &t,
+            None,
+        )
+        .await,
+        404,
+        "Request_ResourceNotFound",
+    );
+    // And so does a second new app for writes.
+    let (_, app2) = graph(
+        &emu,
+        "POST",
+        "applications",
+        &t,
+        Some(web_app_body("fresh 2")),
+    )
+    .await;
+    let add = graph(
+        &emu,
+        "POST",
+        &format!("applications/{}/addPassword", app2["id"].as_str().unwrap()),
+        &t,
+        Some(json!({})),
+    )
+    .await;
+    assert_graph(&add, 404, "Request_ResourceNotFound");
     emu.shutdown().await;
 }
 

@@ -168,7 +168,15 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
         "  signs in as        {}",
         emu.user_principal_name(emu.knobs().signed_in_user)
     );
-    println!("  automation app ID  {automation_app_id} (its secret is in the state file)");
+    match &args.state {
+        Some(p) => println!(
+            "  automation app ID  {automation_app_id} (secret: `automation_secret` in {})",
+            p.display()
+        ),
+        None => println!(
+            "  automation app ID  {automation_app_id} (pass --state FILE to read its secret there)"
+        ),
+    }
     match &args.state {
         Some(p) => println!("  state file         {}", p.display()),
         None => println!("  state              in memory (pass --state FILE to keep it)"),
@@ -201,5 +209,52 @@ mod tests {
         assert_eq!((f.kind, f.first_n), (FaultKind::DropConnection, 1));
         assert!(parse_fault("x=418").is_err());
         assert!(parse_throttle("noequals").is_err());
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+
+    #[test]
+    fn the_flags_parse_into_knobs() {
+        use clap::{CommandFactory, Parser};
+        Wrapper::command().debug_assert();
+        let w = Wrapper::try_parse_from([
+            "emulator",
+            "--port",
+            "8400",
+            "--state",
+            "/tmp/s.json",
+            "--throttle",
+            "POST /v1.0/applications=5",
+            "--fail",
+            "/token=drop:2",
+            "--max-secret-lifetime-days",
+            "365",
+            "--user",
+            "admin-agent",
+            "--auto-approve",
+            "--hang-after-request",
+            "7",
+        ])
+        .unwrap();
+        let c = w.args.config();
+        assert_eq!(c.port, 8400);
+        assert_eq!(
+            c.knobs.max_password_lifetime,
+            Some(Duration::from_secs(365 * 86_400))
+        );
+        assert_eq!(c.knobs.signed_in_user, UserKind::AdminAgent);
+        assert_eq!(c.knobs.auto_approve_device_code_after_polls, Some(1));
+        assert_eq!(c.knobs.hang_after_request, Some(7));
+        assert_eq!(c.knobs.faults[0].first_n, 2);
+        assert_eq!(c.knobs.throttle[0].retry_after_secs, 5);
+        let w = Wrapper::try_parse_from(["emulator", "--auto-approve", "3"]).unwrap();
+        assert_eq!(
+            w.args.config().knobs.auto_approve_device_code_after_polls,
+            Some(3)
+        );
     }
 }
