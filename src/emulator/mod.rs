@@ -16,7 +16,7 @@
 //! | route | checks → error |
 //! |---|---|
 //! | `POST /{tenant}/oauth2/v2.0/devicecode` | POST only (else 400 invalid_request 900561); form content type and `client_id`, `scope` present (900144); tenant known (90002; junk 900023); client known (malformed 700038, unknown 400 unauthorized_client 700016; a tenant app without secret 401 invalid_client 7000218); scope valid (invalid_scope 70011; two resources 28000; unknown or other-cloud resource 400 invalid_resource 500011). → `{device_code, user_code, verification_uri, expires_in, interval, message}` (no `verification_uri_complete`) |
-//! | `POST /{tenant}/oauth2/v2.0/token` `grant_type=urn:ietf:params:oauth:grant-type:device_code` | `client_id`, `device_code`; public client sending a secret 700025; unknown code `bad_verification_code` 70019; `authorization_pending` 70016 (auto-approves as `signed_in_user` after `auto_approve_device_code_after_polls`); `slow_down` (error_codes [50196]) when polled sooner than `interval`; `authorization_declined` 70000; `expired_token` 70020; redeemed twice `bad_verification_code`; `block_device_code` → invalid_grant 53003. → tokens |
+//! | `POST /{tenant}/oauth2/v2.0/token` `grant_type=urn:ietf:params:oauth:grant-type:device_code` | `client_id`, `device_code`; public client sending a secret 700025; unknown code `bad_verification_code` 70019; `authorization_pending` 70016 (auto-approves as `signed_in_user` after `auto_approve_device_code_after_polls`); `slow_down` (`error_codes: [50196]`) when polled sooner than `interval`; `authorization_declined` 70000; `expired_token` 70020; redeemed twice `bad_verification_code`; `block_device_code` → invalid_grant 53003. → tokens |
 //! | `… grant_type=authorization_code` | `client_id`, `code`, `redirect_uri`; unknown code invalid_grant 70000; expired 70008; reused 54005; other client 70000; redirect_uri differs 500112; PKCE: verifier missing or wrong 501481. → tokens |
 //! | `… grant_type=refresh_token` | `client_id`, `refresh_token`, `scope`; unknown 9002313; other client 70000; expired 700082. → tokens (a new refresh token each time; one refresh token serves every resource) |
 //! | `… grant_type=client_credentials` | tenant GUID/domain only (`organizations`/`common` → 400 invalid_request 50059); `client_id`, `client_secret` (7000218), `scope` = exactly one `{resource}/.default` (invalid_scope 1002012); public client 700025; app unknown or still replicating 700016; app without service principal 7000229; wrong secret, or a new secret still propagating or flapping: 401 invalid_client 7000215; expired secret 7000222. → `{token_type, expires_in, ext_expires_in, access_token}` |
@@ -67,9 +67,25 @@
 //! | `GET /v1/profiles/legalbusiness?vettingVersion=Current` | `vettingVersion` other than Current/Last → 400 → LegalBusinessProfile |
 //! | `GET /v1/customers?size=N` | `size` 1..=1000 else 400 → `{totalCount, items, links, attributes}` |
 //!
-//! # Knobs
-//! See [`Knobs`]. Route matching for `throttle` and `faults` is a substring of `"METHOD /path?query"`.
+//! # Knobs ([`Knobs`], changeable while running with [`Emulator::update_knobs`])
+//! `latency`, `replication_delay`, `secret_propagation_delay`, `propagation_flaps`, `throttle`
+//! (429 + `Retry-After` with each service's body), `faults` (5xx or a dropped connection),
+//! `max_password_lifetime`, `passwords_disallowed`, `signed_in_user`, `block_device_code`,
+//! `not_csp_tenant`, `require_pc_app_registration`, `hang_after_request`,
+//! `auto_approve_device_code_after_polls`, `member_of_page_size`, `device_code_interval_secs`,
+//! `device_code_lifetime`, `access_token_lifetime`, `user_without_mfa`.
+//! Route matching for `throttle` and `faults` is a substring of `"METHOD /path?query"`.
 //! Faults and throttles answer before the request is applied; `hang_after_request` applies it first.
+//!
+//! # Seed
+//! A CSP partner tenant (random tenant GUID, domain `contoso-partner-xxxx.onmicrosoft.com`);
+//! users `admin@` (Global Administrator role), `agent@` (group AdminAgents), `user@` (plain), all
+//! in several groups so `memberOf` pages; service principals of Partner Center
+//! (`fa3d9a0c-…`), Microsoft Graph and the Azure CLI; the automation app
+//! ([`Emulator::automation_credentials`]); three customers. Known public clients: Azure CLI
+//! `04b07795-…` and Azure PowerShell `1950a258-…`; any other client ID must be an app of the tenant.
+//! State lives in memory, or in a JSON file (0600, atomic replace) where secrets, codes and
+//! refresh tokens are SHA-256 digests (only the automation secret is kept in clear).
 
 mod authority;
 mod cli;
