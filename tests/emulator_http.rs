@@ -250,6 +250,29 @@ async fn token_endpoint_rejects_what_entra_rejects() {
     let url = token_url(&emu, "organizations");
     let tid = emu.tenant_id();
 
+    let discovery_url = |t: &str| {
+        format!(
+            "{}/{t}/v2.0/.well-known/openid-configuration",
+            emu.authority_url()
+        )
+    };
+    let (s, oidc) = body(http().get(discovery_url(&tid)).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(oidc["token_endpoint"], token_url(&emu, &tid));
+    assert_eq!(
+        oidc["device_authorization_endpoint"],
+        devicecode_url(&emu, &tid)
+    );
+    let unknown = body(
+        http()
+            .get(discovery_url("0e0e0e0e-1111-2222-3333-444444444444"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_aad(&unknown, 400, "invalid_request", 90002);
+
     let get = body(http().get(&url).send().await.unwrap()).await;
     assert_aad(&get, 400, "invalid_request", 900561);
 
@@ -1192,6 +1215,17 @@ async fn tenant_policies_limit_secrets() {
     )
     .await;
     assert_eq!(s, 200);
+
+    emu.update_knobs(|k| k.max_app_passwords = Some(1));
+    let full = graph(
+        &emu,
+        "POST",
+        &format!("applications/{id}/addPassword"),
+        &t,
+        Some(json!({"passwordCredential": {"displayName": "k2", "endDateTime": one_year}})),
+    )
+    .await;
+    assert_graph(&full, 400, "Directory_ResourceSizeExceeded");
 
     emu.update_knobs(|k| k.passwords_disallowed = true);
     let e = graph(

@@ -109,6 +109,14 @@ fn not_found(id: &str) -> GraphError {
     )
 }
 
+fn request_size_exceeded() -> GraphError {
+    GraphError::new(
+        StatusCode::BAD_REQUEST,
+        "Directory_ResourceSizeExceeded",
+        "The size of the object has exceeded its limit. Please reduce the number of values and retry your request.",
+    )
+}
+
 fn denied() -> GraphError {
     GraphError::new(
         StatusCode::FORBIDDEN,
@@ -1244,6 +1252,12 @@ fn add_password(
         return Err(request_bad(
             "TooManyAppPasswords: applications whose signInAudience includes personal Microsoft accounts can hold at most 2 password credentials.",
         ));
+    }
+    if knobs
+        .max_app_passwords
+        .is_some_and(|max| app.passwords.len() >= max)
+    {
+        return Err(request_size_exceeded());
     }
     let secret = state::new_client_secret();
     let display_name = pc
