@@ -96,7 +96,7 @@ mod server;
 pub(crate) mod state;
 mod token;
 
-pub use cli::{EmulatorArgs, run};
+pub use cli::{EmulatorArgs, UserArg, banner, run};
 
 use state::Data;
 use std::path::PathBuf;
