@@ -122,6 +122,9 @@ pub(crate) fn handle(shared: &Shared, req: &Req) -> Response {
     let result = match segs.as_slice() {
         ["devicelogin"] => return device_login(shared, req),
         [tenant, "oauth2", "v2.0", "authorize"] => return authorize(shared, req, tenant),
+        [tenant, "v2.0", ".well-known", "openid-configuration"] if req.method == Method::GET => {
+            discovery(shared, tenant)
+        }
         [tenant, "oauth2", "v2.0", "devicecode"] => device_code(shared, req, tenant),
         [tenant, "oauth2", "v2.0", "token"] => token_endpoint(shared, req, tenant),
         _ => return (StatusCode::NOT_FOUND, Html("<h1>404 Not Found</h1>")).into_response(),
@@ -489,6 +492,31 @@ fn user_tokens(
     }
     d.prune(now);
     ok_json(body)
+}
+
+/// The OpenID Connect discovery document, pointing at this emulator.
+fn discovery(shared: &Shared, tenant: &str) -> Result<Response, AadError> {
+    let tid = shared.read(|d| resolve_tenant(d, tenant).map(|_| d.tenant_id.clone()))?;
+    let base = format!("{}/{tenant}", shared.urls.authority);
+    let issuer = if is_guid(tenant) || tenant.contains('.') {
+        format!("https://login.microsoftonline.com/{tid}/v2.0")
+    } else {
+        "https://login.microsoftonline.com/{tenantid}/v2.0".to_string()
+    };
+    Ok(ok_json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+        "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+        "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", DEVICE_GRANT],
+        "code_challenge_methods_supported": ["S256", "plain"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "tenant_region_scope": "NA",
+        "cloud_instance_name": "microsoftonline.com",
+    })))
 }
 
 fn device_code(shared: &Shared, req: &Req, tenant: &str) -> Result<Response, AadError> {

@@ -154,36 +154,56 @@ impl EmulatorArgs {
 /// Start, print where everything is, serve until Ctrl-C.
 pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     let emu = Emulator::start(args.config()).await?;
-    let (automation_app_id, _) = emu.automation_credentials();
-    println!("csp-onboard emulator (a local stand-in for Microsoft's endpoints; not Microsoft)");
-    println!();
-    println!("  sign-in authority  {}", emu.authority_url());
-    println!("  Microsoft Graph    {}", emu.graph_url());
-    println!("  Partner Center     {}", emu.partner_center_url());
-    println!("  device login page  {}", emu.device_login_url());
-    println!();
-    println!("  tenant ID          {}", emu.tenant_id());
-    println!("  tenant domain      {}", emu.tenant_domain());
-    println!(
-        "  signs in as        {}",
-        emu.user_principal_name(emu.knobs().signed_in_user)
-    );
-    println!("  automation app ID  {automation_app_id} (its secret is in the state file)");
-    match &args.state {
-        Some(p) => println!("  state file         {}", p.display()),
-        None => println!("  state              in memory (pass --state FILE to keep it)"),
-    }
-    println!();
-    println!("Use it with `--cloud custom` and these variables:");
-    println!();
-    for line in emu.env_lines().lines() {
-        println!("export {line}");
-    }
-    println!();
-    println!("Press Ctrl-C to stop.");
+    print!("{}", banner(&emu, args.state.as_deref()));
     tokio::signal::ctrl_c().await?;
     emu.shutdown().await;
     Ok(())
+}
+
+/// What `csp-onboard emulator` prints: where everything is, and the variables for `--cloud custom`.
+/// No secret appears here; the automation secret stays in the state file.
+pub fn banner(emu: &Emulator, state: Option<&std::path::Path>) -> String {
+    use std::fmt::Write;
+    let (automation_app_id, _) = emu.automation_credentials();
+    let mut out = String::new();
+    let mut line = |s: String| {
+        let _ = writeln!(out, "{s}");
+    };
+    line("csp-onboard emulator (a local stand-in for Microsoft's endpoints; not Microsoft)".into());
+    line(String::new());
+    line(format!("  sign-in authority  {}", emu.authority_url()));
+    line(format!("  Microsoft Graph    {}", emu.graph_url()));
+    line(format!("  Partner Center     {}", emu.partner_center_url()));
+    line(format!("  device login page  {}", emu.device_login_url()));
+    line(String::new());
+    line(format!("  tenant ID          {}", emu.tenant_id()));
+    line(format!("  tenant domain      {}", emu.tenant_domain()));
+    line(format!(
+        "  signs in as        {}",
+        emu.user_principal_name(emu.knobs().signed_in_user)
+    ));
+    line(match state {
+        Some(p) => format!(
+            "  automation app ID  {automation_app_id} (secret: `automation_secret` in {})",
+            p.display()
+        ),
+        None => format!(
+            "  automation app ID  {automation_app_id} (pass --state FILE to read its secret there)"
+        ),
+    });
+    line(match state {
+        Some(p) => format!("  state file         {}", p.display()),
+        None => "  state              in memory (pass --state FILE to keep it)".to_string(),
+    });
+    line(String::new());
+    line("Use it with `--cloud custom` and these variables:".into());
+    line(String::new());
+    for l in emu.env_lines().lines() {
+        line(format!("export {l}"));
+    }
+    line(String::new());
+    line("Press Ctrl-C to stop.".into());
+    out
 }
 
 #[cfg(test)]
@@ -201,5 +221,63 @@ mod tests {
         assert_eq!((f.kind, f.first_n), (FaultKind::DropConnection, 1));
         assert!(parse_fault("x=418").is_err());
         assert!(parse_throttle("noequals").is_err());
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+
+    #[test]
+    fn the_flags_parse_into_knobs() {
+        use clap::{CommandFactory, Parser};
+        Wrapper::command().debug_assert();
+        let w = Wrapper::try_parse_from([
+            "emulator",
+            "--port",
+            "8400",
+            "--state",
+            "/tmp/s.json",
+            "--throttle",
+            "POST /v1.0/applications=5",
+            "--fail",
+            "/token=drop:2",
+            "--max-secret-lifetime-days",
+            "365",
+            "--user",
+            "admin-agent",
+            "--auto-approve",
+            "--hang-after-request",
+            "7",
+        ])
+        .unwrap();
+        let c = w.args.config();
+        assert_eq!(c.port, 8400);
+        assert_eq!(
+            c.knobs.max_password_lifetime,
+            Some(Duration::from_secs(365 * 86_400))
+        );
+        assert_eq!(c.knobs.signed_in_user, UserKind::AdminAgent);
+        assert_eq!(c.knobs.auto_approve_device_code_after_polls, Some(1));
+        assert_eq!(c.knobs.hang_after_request, Some(7));
+        assert_eq!(c.knobs.faults[0].first_n, 2);
+        assert_eq!(c.knobs.throttle[0].retry_after_secs, 5);
+        let w = Wrapper::try_parse_from(["emulator", "--auto-approve", "3"]).unwrap();
+        assert_eq!(
+            w.args.config().knobs.auto_approve_device_code_after_polls,
+            Some(3)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_banner_shows_urls_and_env_lines_but_no_secret() {
+        let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let text = banner(&emu, None);
+        assert!(text.contains(&format!("export CSP_ONBOARD_GRAPH_URL={}", emu.graph_url())));
+        assert!(text.contains("export CSP_ONBOARD_CLOUD=custom"));
+        assert!(text.contains(&emu.tenant_id()) && text.contains(&emu.device_login_url()));
+        assert!(!text.contains(emu.automation_credentials().1.expose()));
+        emu.shutdown().await;
     }
 }

@@ -5,8 +5,7 @@
 use super::authority::GRAPH_AUDIENCE;
 use super::server::Req;
 use super::state::{
-    self, ADMIN_AGENTS, Application, Data, Password, ServicePrincipal, is_guid, new_guid,
-    sha256_hex,
+    self, Application, Data, Password, ServicePrincipal, is_guid, new_guid, sha256_hex,
 };
 use super::{Knobs, Shared, UserKind, token};
 use crate::cloud::PARTNER_CENTER_APP_ID;
@@ -107,6 +106,14 @@ fn not_found(id: &str) -> GraphError {
         format!(
             "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
         ),
+    )
+}
+
+fn request_size_exceeded() -> GraphError {
+    GraphError::new(
+        StatusCode::BAD_REQUEST,
+        "Directory_ResourceSizeExceeded",
+        "The size of the object has exceeded its limit. Please reduce the number of values and retry your request.",
     )
 }
 
@@ -322,7 +329,7 @@ fn route(shared: &Shared, req: &Req) -> GResult {
     let caller = shared.read(|d| authenticate(d, req, now))?;
     let m = &req.method;
     match segs.as_slice() {
-        ["me"] if m == Method::GET => shared.read(|d| me(d, req, &caller)),
+        ["me"] if m == Method::GET => me(req, &caller),
         ["me", "memberOf"] if m == Method::GET => {
             shared.read(|d| member_of(d, req, &caller, &knobs, &shared.urls.graph))
         }
@@ -549,7 +556,7 @@ const USER_PROPS: &[&str] = &[
     "businessPhones",
 ];
 
-fn me(d: &Data, req: &Req, caller: &Caller) -> GResult {
+fn me(req: &Req, caller: &Caller) -> GResult {
     let u = caller.delegated()?;
     let (given, sur) = u
         .display_name
@@ -560,7 +567,6 @@ fn me(d: &Data, req: &Req, caller: &Caller) -> GResult {
         "jobTitle": null, "mail": u.upn, "mobilePhone": null, "officeLocation": null,
         "preferredLanguage": "en-US", "surname": sur, "userPrincipalName": u.upn, "id": u.id,
     });
-    let _ = d;
     let v = select(v, req, "user", USER_PROPS)?;
     Ok(entity("users/$entity", v))
 }
@@ -787,7 +793,7 @@ fn create_sp(
         app_id: app.app_id.clone(),
         display_name: app.display_name.clone(),
         owner_tenant: d.tenant_id.clone(),
-        created: whole_seconds(now),
+        created: now,
     };
     let v = sp_json(d, &sp);
     d.service_principals.push(sp);
@@ -1102,7 +1108,7 @@ fn create_app(
         app_id: new_guid(),
         display_name,
         sign_in_audience,
-        created: whole_seconds(now),
+        created: now,
         owners: caller.user.iter().map(|u| u.id.clone()).collect(),
         passwords: vec![],
         props,
@@ -1246,6 +1252,12 @@ fn add_password(
         return Err(request_bad(
             "TooManyAppPasswords: applications whose signInAudience includes personal Microsoft accounts can hold at most 2 password credentials.",
         ));
+    }
+    if knobs
+        .max_app_passwords
+        .is_some_and(|max| app.passwords.len() >= max)
+    {
+        return Err(request_size_exceeded());
     }
     let secret = state::new_client_secret();
     let display_name = pc
@@ -1422,7 +1434,6 @@ fn add_member(
         ));
     }
     group.members.push(oid);
-    let _ = ADMIN_AGENTS;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

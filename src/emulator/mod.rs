@@ -16,12 +16,13 @@
 //! | route | checks → error |
 //! |---|---|
 //! | `POST /{tenant}/oauth2/v2.0/devicecode` | POST only (else 400 invalid_request 900561); form content type and `client_id`, `scope` present (900144); tenant known (90002; junk 900023); client known (malformed 700038, unknown 400 unauthorized_client 700016; a tenant app without secret 401 invalid_client 7000218); scope valid (invalid_scope 70011; two resources 28000; unknown or other-cloud resource 400 invalid_resource 500011). → `{device_code, user_code, verification_uri, expires_in, interval, message}` (no `verification_uri_complete`) |
-//! | `POST /{tenant}/oauth2/v2.0/token` `grant_type=urn:ietf:params:oauth:grant-type:device_code` | `client_id`, `device_code`; public client sending a secret 700025; unknown code `bad_verification_code` 70019; `authorization_pending` 70016 (auto-approves as `signed_in_user` after `auto_approve_device_code_after_polls`); `slow_down` (error_codes [50196]) when polled sooner than `interval`; `authorization_declined` 70000; `expired_token` 70020; redeemed twice `bad_verification_code`; `block_device_code` → invalid_grant 53003. → tokens |
+//! | `POST /{tenant}/oauth2/v2.0/token` `grant_type=urn:ietf:params:oauth:grant-type:device_code` | `client_id`, `device_code`; public client sending a secret 700025; unknown code `bad_verification_code` 70019; `authorization_pending` 70016 (auto-approves as `signed_in_user` after `auto_approve_device_code_after_polls`); `slow_down` (`error_codes: [50196]`) when polled sooner than `interval`; `authorization_declined` 70000; `expired_token` 70020; redeemed twice `bad_verification_code`; `block_device_code` → invalid_grant 53003. → tokens |
 //! | `… grant_type=authorization_code` | `client_id`, `code`, `redirect_uri`; unknown code invalid_grant 70000; expired 70008; reused 54005; other client 70000; redirect_uri differs 500112; PKCE: verifier missing or wrong 501481. → tokens |
 //! | `… grant_type=refresh_token` | `client_id`, `refresh_token`, `scope`; unknown 9002313; other client 70000; expired 700082. → tokens (a new refresh token each time; one refresh token serves every resource) |
 //! | `… grant_type=client_credentials` | tenant GUID/domain only (`organizations`/`common` → 400 invalid_request 50059); `client_id`, `client_secret` (7000218), `scope` = exactly one `{resource}/.default` (invalid_scope 1002012); public client 700025; app unknown or still replicating 700016; app without service principal 7000229; wrong secret, or a new secret still propagating or flapping: 401 invalid_client 7000215; expired secret 7000222. → `{token_type, expires_in, ext_expires_in, access_token}` |
 //! | `… grant_type=other` | 400 unsupported_grant_type 70003 |
 //! | `GET /{tenant}/oauth2/v2.0/authorize` | client_id/tenant/redirect_uri invalid → HTML error page (900144, 90002, 700016, 50011: loopback `http://localhost` or `http://127.0.0.1`, any port). Then errors go back as `302 redirect_uri?error=…&error_description=…&state=…`: `response_type` ≠ `code` (unsupported_response_type), scope (invalid_scope / invalid_resource), `code_challenge_method` not S256/plain (invalid_request). Success: auto-consents as `signed_in_user`, `302 redirect_uri?code=…&state=…&session_state=…` |
+//! | `GET /{tenant}/v2.0/.well-known/openid-configuration` | tenant known (90002) → discovery document with this emulator's endpoints |
 //! | `GET /devicelogin` | HTML form: the `verification_uri` |
 //! | `POST /devicelogin` | form `user_code`, `action=approve|decline` → HTML result |
 //!
@@ -45,7 +46,7 @@
 //! | `POST /servicePrincipals` `{"appId"}` | unknown props 400; app unknown/replicating 400 Request_BadRequest; exists 409 Request_MultipleObjectsWithSameKeyValue → 201 |
 //! | `POST /applications` | `displayName` required; unknown properties (also inside `web`, `requiredResourceAccess`) 400 BadRequest; bad `signInAudience` 400 Request_BadRequest; no `signInAudience` → `AzureADandPersonalMicrosoftAccount` (Graph's default); caller becomes owner → 201 |
 //! | `GET /applications(appId='…')`, `GET /applications/{id}`, `GET /applications?$filter=appId eq '…'` (or `displayName eq`) | 404 Request_ResourceNotFound (filter: empty `value`); `passwordCredentials[].secretText` is always null |
-//! | `POST /applications/{id}/addPassword` (also `applications(appId='…')/addPassword`) | plain user not owner 403; `passwords_disallowed` 400 CredentialTypeNotAllowedAsPerAppPolicy; `endDateTime` beyond `max_password_lifetime` 400 CredentialInvalidLifetimeAsPerAppPolicy (details InvalidKeyEndDate); personal-account audiences hold at most 2 (400 TooManyAppPasswords, UNCONFIRMED code); default end start+2 years → 200 with `secretText` (only here) |
+//! | `POST /applications/{id}/addPassword` (also `applications(appId='…')/addPassword`) | plain user not owner 403; `passwords_disallowed` 400 CredentialTypeNotAllowedAsPerAppPolicy; `endDateTime` beyond `max_password_lifetime` 400 CredentialInvalidLifetimeAsPerAppPolicy (details InvalidKeyEndDate); personal-account audiences hold at most 2 (400 Request_BadRequest "TooManyAppPasswords: …", UNCONFIRMED); `max_app_passwords` reached → 400 Directory_ResourceSizeExceeded; default end start+2 years → 200 with `secretText` (only here) |
 //! | `POST /applications/{id}/removePassword` `{"keyId"}` | unknown keyId 400 Request_BadRequest (UNCONFIRMED) → 204 |
 //! | `GET /groups?$filter=displayName eq '…'` | delegated or GroupMember.Read(Write).All |
 //! | `POST /groups/{id}/members/$ref` `{"@odata.id": "{https://graph.microsoft.com or graph_url()}/v1.0/directoryObjects/{id}"}` | plain user 403; app-only without GroupMember.ReadWrite.All 403; object unknown/replicating 404; already a member 400 Request_BadRequest "One or more added object references already exist…" → 204 |
@@ -67,9 +68,25 @@
 //! | `GET /v1/profiles/legalbusiness?vettingVersion=Current` | `vettingVersion` other than Current/Last → 400 → LegalBusinessProfile |
 //! | `GET /v1/customers?size=N` | `size` 1..=1000 else 400 → `{totalCount, items, links, attributes}` |
 //!
-//! # Knobs
-//! See [`Knobs`]. Route matching for `throttle` and `faults` is a substring of `"METHOD /path?query"`.
+//! # Knobs ([`Knobs`], changeable while running with [`Emulator::update_knobs`])
+//! `latency`, `replication_delay`, `secret_propagation_delay`, `propagation_flaps`, `throttle`
+//! (429 + `Retry-After` with each service's body), `faults` (5xx or a dropped connection),
+//! `max_password_lifetime`, `passwords_disallowed`, `signed_in_user`, `block_device_code`,
+//! `not_csp_tenant`, `require_pc_app_registration`, `hang_after_request`,
+//! `auto_approve_device_code_after_polls`, `member_of_page_size`, `device_code_interval_secs`,
+//! `device_code_lifetime`, `access_token_lifetime`, `user_without_mfa`, `max_app_passwords`.
+//! Route matching for `throttle` and `faults` is a substring of `"METHOD /path?query"`.
 //! Faults and throttles answer before the request is applied; `hang_after_request` applies it first.
+//!
+//! # Seed
+//! A CSP partner tenant (random tenant GUID, domain `contoso-partner-xxxx.onmicrosoft.com`);
+//! users `admin@` (Global Administrator role), `agent@` (group AdminAgents), `user@` (plain), all
+//! in several groups so `memberOf` pages; service principals of Partner Center
+//! (`fa3d9a0c-…`), Microsoft Graph and the Azure CLI; the automation app
+//! ([`Emulator::automation_credentials`]); three customers. Known public clients: Azure CLI
+//! `04b07795-…` and Azure PowerShell `1950a258-…`; any other client ID must be an app of the tenant.
+//! State lives in memory, or in a JSON file (0600, atomic replace) where secrets, codes and
+//! refresh tokens are SHA-256 digests (only the automation secret is kept in clear).
 
 mod authority;
 mod cli;
@@ -79,7 +96,7 @@ mod server;
 pub(crate) mod state;
 mod token;
 
-pub use cli::{EmulatorArgs, run};
+pub use cli::{EmulatorArgs, UserArg, banner, run};
 
 use state::Data;
 use std::path::PathBuf;
@@ -172,6 +189,9 @@ pub struct Knobs {
     pub access_token_lifetime: Option<Duration>,
     /// User sign-ins carry no MFA claim: Partner Center App+User calls get 401 code 900421.
     pub user_without_mfa: bool,
+    /// An app holding this many passwords refuses another with 400 Directory_ResourceSizeExceeded
+    /// (Entra's limit is about 1000 items across an app's collections). None: no limit.
+    pub max_app_passwords: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
