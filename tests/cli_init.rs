@@ -88,7 +88,7 @@ async fn rerun_rotates_without_downtime_and_leaves_one_key() {
     let apps = emu.applications();
     assert_eq!(
         apps.iter()
-            .filter(|a| a.display_name.contains("csp-onboard"))
+            .filter(|a| a.display_name == "Partner Center web app (csp-onboard)")
             .count(),
         1
     );
@@ -404,7 +404,7 @@ async fn exit_7_when_partner_center_refuses_the_app_then_a_rerun_finishes_after_
     let app = emu
         .applications()
         .into_iter()
-        .find(|a| a.display_name.contains("csp-onboard"))
+        .find(|a| a.display_name == "Partner Center web app (csp-onboard)")
         .unwrap();
     assert_eq!(
         app.passwords.len(),
