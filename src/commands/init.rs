@@ -437,7 +437,21 @@ async fn onboard(
     };
 
     let now = OffsetDateTime::now_utc();
+    let marker = AppMarker::path(&ctx.data_dir, &ctx.profile);
+    let adopted = match (&way, AppMarker::load(&marker)) {
+        (WayIn::Create, Some(m)) => adopt_unrecorded_app(ctx, &graph, &m).await?,
+        _ => None,
+    };
     let (app_id, object_id, app_name, created) = match way {
+        WayIn::Create if adopted.is_some() => {
+            let app = adopted.expect("checked");
+            ctx.ui.done(format!(
+                "Reusing the web app '{}' (App ID {}) that an interrupted run created",
+                app.display_name.as_deref().unwrap_or(""),
+                app.app_id
+            ));
+            (app.app_id, app.id, app.display_name, true)
+        }
         WayIn::Create => {
             let name = match &args.app_name {
                 Some(n) => n.clone(),
@@ -455,6 +469,12 @@ async fn onboard(
                 )?,
                 None => DEFAULT_APP_NAME.to_string(),
             };
+            // Recorded before the call: if its response is lost, the next run finds the app by name.
+            AppMarker {
+                display_name: name.clone(),
+                started_at: OffsetDateTime::now_utc(),
+            }
+            .save(&marker)?;
             let spin = ctx.ui.spinner("Creating the web app…");
             let app = graph
                 .create_application(&name)
@@ -509,6 +529,7 @@ async fn onboard(
     p.commerce_id = commerce_id;
     p.app_object_id = Some(object_id.clone());
     ctx.meta.save(&p)?;
+    let _ = std::fs::remove_file(&marker);
 
     let spin = ctx
         .ui
@@ -630,4 +651,62 @@ pub async fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
         obj.extend(pj);
     }
     print_json(ui, &doc);
+}
+
+/// "An app is being created for this profile": written before `POST /applications`, removed once
+/// the profile records the app. Holds no secret.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AppMarker {
+    display_name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+}
+
+impl AppMarker {
+    fn path(data_dir: &std::path::Path, profile: &str) -> std::path::PathBuf {
+        data_dir.join("pending").join(format!("{profile}.app.json"))
+    }
+
+    fn load(path: &std::path::Path) -> Option<AppMarker> {
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let dir = path.parent().expect("a file in a directory");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// The app an interrupted run created but never recorded: same name, created since the run
+/// started (with slack for clock skew), and no keys yet. Adopted only when exactly one matches.
+async fn adopt_unrecorded_app(
+    ctx: &Ctx,
+    graph: &Graph,
+    m: &AppMarker,
+) -> anyhow::Result<Option<crate::partner_center::Application>> {
+    let since = m.started_at - Duration::minutes(10);
+    let mut candidates: Vec<_> = graph
+        .find_applications_by_name(&m.display_name)
+        .await
+        .context("looking for the app an interrupted run created")?
+        .into_iter()
+        .filter(|a| a.password_credentials.is_empty() && a.created.is_some_and(|c| c >= since))
+        .collect();
+    if candidates.len() == 1 {
+        return Ok(candidates.pop());
+    }
+    if candidates.len() > 1 {
+        ctx.ui.warn(format!(
+            "{} apps named '{}' were created recently; creating a new one rather than guessing",
+            candidates.len(),
+            m.display_name
+        ));
+    }
+    Ok(None)
 }

@@ -119,6 +119,13 @@ pub struct Application {
     pub display_name: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub password_credentials: Vec<PasswordCredential>,
+    /// Only when selected (`find_applications_by_name`).
+    #[serde(
+        default,
+        rename = "createdDateTime",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub created: Option<OffsetDateTime>,
 }
 
 /// The answer of `addPassword`. `secret` is shown by Graph only this once.
@@ -467,6 +474,23 @@ impl Graph {
             .await?
             .json(Service::Graph, "groups")?;
         Ok(page.value.into_iter().next().map(|g| g.id))
+    }
+
+    /// Applications with exactly this display name: how a re-run finds an app whose creation
+    /// response was lost.
+    pub async fn find_applications_by_name(
+        &self,
+        display_name: &str,
+    ) -> Result<Vec<Application>, ApiError> {
+        let path = format!(
+            "applications?$filter=displayName eq {}&$select=id,appId,displayName,passwordCredentials,createdDateTime",
+            odata_literal(display_name)
+        );
+        let page: Page<Application> = self
+            .get(&path, None)
+            .await?
+            .json(Service::Graph, "applications")?;
+        Ok(page.value)
     }
 
     /// Add a directory object (the web app's service principal) to a group. Already a member → ok.

@@ -51,10 +51,19 @@ impl Cli {
             ("RUST_BACKTRACE".into(), "0".into()),
             ("NO_COLOR".into(), "1".into()),
         ];
-        if !real_keychain() {
-            env.push(("CSP_ONBOARD_STORE".into(), "file".into()));
-        }
+        env.push(("CSP_ONBOARD_STORE".into(), "file".into()));
         Cli { data, env }
+    }
+
+    /// The same, storing secrets in the OS keychain under a profile name unique to this test
+    /// (the keychain is shared by every test of the run).
+    pub fn with_keychain(emu: &Emulator, profile: &str) -> Cli {
+        let mut cli = Cli::new(emu);
+        cli.env.retain(|(k, _)| k != "CSP_ONBOARD_STORE");
+        cli.env
+            .push(("CSP_ONBOARD_STORE".into(), "keychain".into()));
+        cli.env.push(("CSP_ONBOARD_PROFILE".into(), profile.into()));
+        cli
     }
 
     pub fn data_dir(&self) -> &Path {
