@@ -492,3 +492,96 @@ async fn exit_9_when_graph_keeps_failing() {
     let (code, err, _) = init_exit(knobs, &[]).await;
     assert_eq!(code, 9, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automation_identity_onboards_and_rotates_with_its_secret_from_the_environment() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    let (app, secret) = emu.automation_credentials();
+    cli.env.push((
+        "CSP_ONBOARD_CLIENT_SECRET".into(),
+        secret.expose().to_string(),
+    ));
+    let tenant = emu.tenant_id();
+    let run = [
+        "init",
+        "--non-interactive",
+        "--json",
+        "--auth",
+        "client-secret",
+        "--client-id",
+        &app,
+        "--tenant",
+        &tenant,
+    ];
+    let out = cli.run(&run, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(emu.count("POST", "devicecode"), 0, "no user sign-in");
+    let out = cli.run(&run, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["action"], "rotated");
+    for o in [&out] {
+        assert!(!stderr(o).contains(secret.expose()) && !stdout(o).contains(secret.expose()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_access_token_is_read_from_stdin() {
+    use csp_onboard::partner_center::{self as pc, HttpClient, SignInClient};
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    // An admin's delegated Graph token, obtained elsewhere (here: a device-code sign-in).
+    let ep = csp_onboard::cloud::Endpoints::from_urls(
+        csp_onboard::cloud::Cloud::Custom,
+        &emu.authority_url(),
+        &emu.graph_url(),
+        &emu.partner_center_url(),
+    )
+    .unwrap();
+    let http = HttpClient::new().unwrap();
+    let client = SignInClient {
+        client_id: csp_onboard::cloud::DEFAULT_PUBLIC_CLIENT_ID.into(),
+        tenant: emu.tenant_id(),
+    };
+    let scopes = pc::graph_sign_in_scopes(&ep);
+    let dc = pc::device_code_start(&http, &ep, &client, &scopes)
+        .await
+        .unwrap();
+    let token = pc::device_code_poll(&http, &ep, &client, &dc, |_| {})
+        .await
+        .unwrap();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "access-token",
+                "--access-token-stdin",
+                "--tenant",
+                &emu.tenant_id(),
+            ],
+            &format!("{}\n", token.access_token.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains(token.access_token.expose()));
+    // A token for the wrong audience is refused with a sign-in error, not a raw dump.
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--profile",
+                "other",
+                "--auth",
+                "access-token",
+                "--access-token-stdin",
+            ],
+            "not-a-real-token\n",
+        )
+        .await;
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("HTTP/1.1"), "{}", stderr(&out));
+}

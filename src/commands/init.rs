@@ -426,7 +426,7 @@ async fn onboard(
     let signed = signin::sign_in(&ctx.ui, &http, ep, &args.sign_in, tenant_hint.as_deref()).await?;
     let graph = Graph::new(http.clone(), ep, signed.graph_token.clone());
     let account = if matches!(args.sign_in.auth, Some(crate::cli::AuthArg::ClientSecret)) {
-        app_identity_account(ctx, &graph).await?
+        app_identity_account(ctx, &graph, tenant_hint.as_deref().unwrap_or_default()).await?
     } else {
         check_account(ctx, &graph).await?
     };
@@ -590,31 +590,42 @@ async fn onboard(
 }
 
 /// With an automation identity there is no user: the tenant comes from the organization.
-async fn app_identity_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
+async fn app_identity_account(ctx: &Ctx, graph: &Graph, tenant: &str) -> anyhow::Result<Account> {
     let (org, pc_sp, policy) = tokio::join!(
         graph.organization(),
         graph.partner_center_service_principal(),
         graph.default_app_management_policy()
     );
-    let org = org.context("reading the tenant")?;
+    // Reading the organization needs Organization.Read.All, which an automation identity
+    // made for app management often lacks: the tenant given with --tenant then stands.
+    let (tenant_id, tenant_name) = match org {
+        Ok(o) => (o.id, o.display_name),
+        Err(e) => {
+            ctx.ui
+                .detail(format!("could not read the organization: {e}"));
+            (tenant.to_string(), None)
+        }
+    };
     if pc_sp
         .context("looking for the Partner Center service principal")?
         .is_none()
     {
         return Err(UserError::new(
             Exit::Permission,
-            format!("tenant {} is not a CSP partner tenant", org.id),
+            format!("tenant {tenant_id} is not a CSP partner tenant"),
         )
         .into());
     }
     ctx.ui.done(format!(
-        "Tenant {} ({})",
-        org.display_name.as_deref().unwrap_or(""),
-        org.id
+        "Tenant {}{tenant_id}",
+        tenant_name
+            .as_deref()
+            .map(|n| format!("{n} "))
+            .unwrap_or_default()
     ));
     Ok(Account {
-        tenant_id: org.id,
-        tenant_name: org.display_name,
+        tenant_id,
+        tenant_name,
         user: String::new(),
         policy: policy.ok(),
     })
