@@ -520,9 +520,7 @@ async fn automation_identity_onboards_and_rotates_with_its_secret_from_the_envir
     let out = cli.run(&run, "").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(json(&out)["action"], "rotated");
-    for o in [&out] {
-        assert!(!stderr(o).contains(secret.expose()) && !stdout(o).contains(secret.expose()));
-    }
+    assert!(!stderr(&out).contains(secret.expose()) && !stdout(&out).contains(secret.expose()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
