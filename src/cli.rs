@@ -161,7 +161,11 @@ const ROTATE_EXAMPLES: &str = "\
 Examples:
   csp-onboard rotate
   csp-onboard rotate --keep-old
-  csp-onboard rotate --if-expiring-within 30 --non-interactive --auth device-code";
+  csp-onboard rotate --overlap 7                # old key stays 7 days for tools that still hold it
+  csp-onboard rotate --if-expiring-within 30 --non-interactive --auth device-code
+  CSP_ONBOARD_CLIENT_SECRET=… csp-onboard rotate --all --non-interactive --auth client-secret \\
+      --client-id <automation-app-id> --json
+  csp-onboard rotate --dry-run";
 
 #[derive(Debug, Args)]
 pub struct SignInArgs {
@@ -215,6 +219,10 @@ pub struct InitArgs {
     #[arg(long)]
     pub keep_old: bool,
 
+    /// Print the plan (calls, permissions, app, policy) without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// How long to wait for a new secret to propagate through Entra ID before giving up (exit 7).
     #[arg(long, value_name = "SECONDS", default_value_t = 180)]
     pub verify_timeout: u64,
@@ -226,8 +234,25 @@ pub struct RotateArgs {
     pub sign_in: SignInArgs,
 
     /// Keep the old key on the app instead of deleting it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overlap")]
     pub keep_old: bool,
+
+    /// Keep the old key for DAYS more, then remove it on the first signed-in run after that
+    /// (Graph cannot shorten an existing key's end date).
+    #[arg(long, value_name = "DAYS")]
+    pub overlap: Option<u32>,
+
+    /// Rotate every stored profile (one sign-in per tenant), several at a time.
+    #[arg(long)]
+    pub all: bool,
+
+    /// With --all: how many profiles to rotate at once.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Print the plan (calls, permissions, app, policy) without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// Key lifetime in years (default: 1).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]

@@ -33,9 +33,22 @@ pub enum Outcome {
     Resumed,
 }
 
+/// What happens to the old key once the new one is stored.
+#[derive(Debug, Clone, Default)]
+pub struct Retirement {
+    /// Leave it on the app.
+    pub keep_old: bool,
+    /// Leave it on the app for this many days, then the next signed-in run removes it.
+    /// (Graph cannot shorten a password credential's end date: no PATCH of
+    /// `passwordCredentials`, only addPassword/removePassword.)
+    pub overlap_days: Option<u32>,
+}
+
 pub struct Retired {
     pub old_key_id: Option<String>,
     pub kept: bool,
+    /// When a kept-for-overlap key will be removed.
+    pub retire_after: Option<OffsetDateTime>,
 }
 
 impl Engine<'_> {
@@ -44,14 +57,15 @@ impl Engine<'_> {
         self.meta.save(p).context("saving the profile metadata")
     }
 
-    /// Add a key ending at `end`, verify it, store it, and retire the old one unless `keep_old`.
+    /// Add a key ending at `end`, verify it, store it, and retire the old one as `plan` says.
     pub async fn replace_key(
         &self,
         p: &mut Profile,
         end: OffsetDateTime,
-        keep_old: bool,
+        plan: &Retirement,
     ) -> anyhow::Result<(Outcome, Retired)> {
         let object_id = self.app_object_id(p).await?;
+        self.retire_due(p, &object_id).await?;
         if let Some(done) = self.recover(p, &object_id).await? {
             return Ok(done);
         }
@@ -70,7 +84,8 @@ impl Engine<'_> {
             key_id: None,
             secret_expires: None,
             old_key_id: p.key_id.clone(),
-            keep_old,
+            keep_old: plan.keep_old,
+            overlap_days: plan.overlap_days,
         });
         self.save(p)?;
         // 2. Add the key. Never retried blindly: a retry could leave a second key.
@@ -176,25 +191,73 @@ impl Engine<'_> {
     /// The new key is stored: take the old one off the app (unless kept) and close the rotation.
     async fn retire(&self, p: &mut Profile, object_id: &str) -> anyhow::Result<Retired> {
         let pending = p.pending.clone();
-        let old = pending.as_ref().and_then(|r| r.old_key_id.clone());
+        let old = pending
+            .as_ref()
+            .and_then(|r| r.old_key_id.clone())
+            .filter(|o| p.key_id.as_deref() != Some(o.as_str()));
         let keep = pending.as_ref().is_some_and(|r| r.keep_old);
-        if let Some(old) = old.as_deref().filter(|o| p.key_id.as_deref() != Some(*o))
-            && !keep
-        {
-            let spin = self.ui.spinner("Removing the old key from the app…");
-            self.graph.remove_password(object_id, old).await.context(
-                "removing the old key (the new one is stored and works; run again to finish)",
-            )?;
-            spin.finish();
-            self.ui.done(format!("Removed the old key {old}"));
+        let overlap = pending.as_ref().and_then(|r| r.overlap_days);
+        let mut retire_after = None;
+        if let Some(old) = old.as_deref() {
+            if let Some(days) = overlap {
+                let after = OffsetDateTime::now_utc() + time::Duration::days(i64::from(days));
+                if !p.retiring.iter().any(|r| r.key_id == old) {
+                    p.retiring.push(crate::store::RetiringKey {
+                        key_id: old.to_string(),
+                        after,
+                    });
+                }
+                retire_after = Some(after);
+            } else if !keep {
+                let spin = self.ui.spinner("Removing the old key from the app…");
+                self.graph.remove_password(object_id, old).await.context(
+                    "removing the old key (the new one is stored and works; run again to finish)",
+                )?;
+                spin.finish();
+                self.ui.done(format!("Removed the old key {old}"));
+            }
         }
         self.secrets.delete(&p.profile, Slot::Pending).await?;
         p.pending = None;
         self.save(p)?;
         Ok(Retired {
             old_key_id: old,
-            kept: keep,
+            kept: keep || overlap.is_some(),
+            retire_after,
         })
+    }
+
+    /// Remove the kept keys whose grace period is over.
+    pub async fn retire_due(
+        &self,
+        p: &mut Profile,
+        object_id: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let now = OffsetDateTime::now_utc();
+        let (due, later): (Vec<_>, Vec<_>) = p.retiring.drain(..).partition(|r| r.after <= now);
+        p.retiring = later;
+        let mut removed = Vec::new();
+        for r in due {
+            if p.key_id.as_deref() == Some(r.key_id.as_str()) {
+                continue;
+            }
+            if let Err(e) = self.graph.remove_password(object_id, &r.key_id).await {
+                p.retiring.push(r);
+                self.save(p)?;
+                return Err(
+                    anyhow::Error::new(e).context("removing an old key whose grace period is over")
+                );
+            }
+            self.ui.done(format!(
+                "Removed the old key {} (its grace period is over)",
+                r.key_id
+            ));
+            removed.push(r.key_id);
+        }
+        if !removed.is_empty() {
+            self.save(p)?;
+        }
+        Ok(removed)
     }
 
     /// Bring an interrupted rotation to an end: finish it when its secret is kept and works,

@@ -52,15 +52,17 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
             ctx.ui
                 .info(format!("Profile '{}' exists: rotating its key.", p.profile));
         }
-        return super::rotate::rotate_profile(
-            ctx,
-            p.clone(),
-            &args.sign_in,
-            args.keep_old,
-            args.secret_years,
-            args.verify_timeout,
-        )
-        .await;
+        let req = super::rotate::Request {
+            sign_in: &args.sign_in,
+            retirement: crate::rotation::Retirement {
+                keep_old: args.keep_old,
+                overlap_days: None,
+            },
+            years: args.secret_years,
+            verify_timeout: args.verify_timeout,
+            dry_run: args.dry_run,
+        };
+        return super::rotate::rotate_profile(ctx, p.clone(), &req).await;
     }
 
     let way = choose_way(ctx, &args, existing.as_ref())?;
@@ -73,6 +75,32 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     // Open the store first: finding a locked keychain after creating a key helps nobody.
     let secrets = ctx.secrets(cloud).await?;
     match way {
+        WayIn::Capture if args.dry_run => {
+            ctx.ui
+                .heading("Dry run: nothing was changed. Capturing would:");
+            let steps = [
+                "read the app's secret value (stdin, CSP_ONBOARD_APP_SECRET or a hidden prompt)"
+                    .to_string(),
+                format!(
+                    "POST {}/<tenant>/oauth2/v2.0/token  (client credentials, scope {})",
+                    ep.authority,
+                    ep.partner_center_scope()
+                ),
+                format!(
+                    "GET  {}/v1/profiles/legalbusiness?vettingVersion=Current  (App-only proof)",
+                    ep.partner_center
+                ),
+                format!("store the secret in {}", secrets.describe(&ctx.profile)),
+            ];
+            for (i, s) in steps.iter().enumerate() {
+                ctx.ui.info(format!("  {}. {s}", i + 1));
+            }
+            print_json(
+                &ctx.ui,
+                &serde_json::json!({"ok": true, "dry_run": true, "action": "capture", "plan": steps}),
+            );
+            Ok(Exit::Success)
+        }
         WayIn::Capture => capture(ctx, &args, &ep, &secrets).await,
         way => onboard(ctx, &args, &ep, &secrets, way, existing).await,
     }
@@ -259,6 +287,7 @@ async fn capture(
         updated_at: now,
         verified_at: Some(now),
         pending: None,
+        retiring: Vec::new(),
     };
     secrets
         .set(&p.profile, Slot::Current, &secret)
@@ -431,6 +460,9 @@ async fn onboard(
         check_account(ctx, &graph).await?
     };
     let days = choose_lifetime(ctx, args.secret_years, account.policy.as_ref())?;
+    if args.dry_run {
+        return dry_run(ctx, args, ep, &graph, &account, &way, days, secrets).await;
+    }
     let commerce_id = match &existing {
         Some(p) if args.commerce_id.is_none() => p.commerce_id.clone(),
         _ => ask_commerce_id(ctx, args)?,
@@ -525,6 +557,7 @@ async fn onboard(
         updated_at: now,
         verified_at: None,
         pending: None,
+        retiring: Vec::new(),
     });
     p.commerce_id = commerce_id;
     p.app_object_id = Some(object_id.clone());
@@ -576,7 +609,9 @@ async fn onboard(
         verify: verify_options(args.verify_timeout),
     };
     let end = OffsetDateTime::now_utc() + Duration::days(days);
-    engine.replace_key(&mut p, end, args.keep_old).await?;
+    engine
+        .replace_key(&mut p, end, &crate::rotation::Retirement::default())
+        .await?;
     let _ = account.tenant_name;
     let _ = account.user;
     summary(
@@ -720,4 +755,106 @@ async fn adopt_unrecorded_app(
         ));
     }
     Ok(None)
+}
+
+/// `init --dry-run`: after the read-only checks, what onboarding would do to the tenant.
+#[allow(clippy::too_many_arguments)]
+async fn dry_run(
+    ctx: &Ctx,
+    args: &InitArgs,
+    ep: &Endpoints,
+    graph: &Graph,
+    account: &Account,
+    way: &WayIn,
+    days: i64,
+    secrets: &Secrets,
+) -> anyhow::Result<Exit> {
+    let g = format!("{}/v1.0", ep.graph.as_str().trim_end_matches('/'));
+    let mut plan = Vec::new();
+    let app_json = match way {
+        WayIn::Existing(app_id) => {
+            let app = graph
+                .get_application(app_id)
+                .await?
+                .ok_or_else(|| rotation::app_not_found(app_id, &account.tenant_id))?;
+            plan.push(format!(
+                "reuse the web app '{}' (App ID {})",
+                app.display_name.as_deref().unwrap_or(""),
+                app.app_id
+            ));
+            plan.push(format!(
+                "POST {g}/servicePrincipals  (only if the app has none; 409 means it exists)"
+            ));
+            plan.push(format!(
+                "POST {g}/applications/{}/addPassword  (a key ending in {days} days)",
+                app.id
+            ));
+            serde_json::json!({"action": "reuse", "app_id": app.app_id, "app_object_id": app.id})
+        }
+        _ => {
+            let name = args
+                .app_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_APP_NAME.to_string());
+            plan.push(format!(
+                "POST {g}/applications  (displayName '{name}', signInAudience AzureADMultipleOrgs, \
+                 redirect http://localhost, Partner Center delegated permission user_impersonation)"
+            ));
+            plan.push(format!(
+                "POST {g}/servicePrincipals  (the app's service principal)"
+            ));
+            plan.push(format!("POST {g}/groups/<AdminAgents>/members/$ref  (pre-consent, as Microsoft's secure-app-model scripts do)"));
+            plan.push(format!(
+                "POST {g}/applications/<new app>/addPassword  (a key ending in {days} days)"
+            ));
+            serde_json::json!({"action": "create", "display_name": name})
+        }
+    };
+    plan.push(format!(
+        "POST {}/{}/oauth2/v2.0/token  (client credentials with the new key, scope {})",
+        ep.authority.as_str().trim_end_matches('/'),
+        account.tenant_id,
+        ep.partner_center_scope()
+    ));
+    plan.push(format!(
+        "GET  {}/v1/profiles/legalbusiness?vettingVersion=Current  (App-only proof, repeated until it holds)",
+        ep.partner_center.as_str().trim_end_matches('/')
+    ));
+    plan.push(format!(
+        "store the secret in {}",
+        secrets.describe(&ctx.profile)
+    ));
+    let permissions = [
+        format!(
+            "sign-in scopes: {}",
+            crate::partner_center::graph_sign_in_scopes(ep).join(" ")
+        ),
+        format!(
+            "the web app requests: Partner Center ({}) delegated user_impersonation ({})",
+            crate::cloud::PARTNER_CENTER_APP_ID,
+            crate::cloud::PARTNER_CENTER_USER_IMPERSONATION
+        ),
+    ];
+    ctx.ui
+        .heading("Dry run: nothing was changed. Onboarding would:");
+    for (i, step) in plan.iter().enumerate() {
+        ctx.ui.info(format!("  {}. {step}", i + 1));
+    }
+    ctx.ui.info("Permissions:");
+    for p in &permissions {
+        ctx.ui.info(format!("  • {p}"));
+    }
+    ctx.ui.info(format!(
+        "Tenant policy: {}",
+        super::rotate::describe_policy(account.policy.as_ref())
+    ));
+    print_json(
+        &ctx.ui,
+        &serde_json::json!({
+            "ok": true, "dry_run": true, "tenant_id": account.tenant_id, "app": app_json,
+            "key_lifetime_days": days, "plan": plan, "permissions": permissions,
+            "policy": super::rotate::policy_json(account.policy.as_ref()),
+        }),
+    );
+    Ok(Exit::Success)
 }

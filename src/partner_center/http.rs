@@ -65,6 +65,10 @@ pub struct HttpClient {
     client: reqwest::Client,
     policy: RetryPolicy,
     notify: Option<Notify>,
+    /// Per service, no request goes out before this instant. Shared by every clone, so one
+    /// `Retry-After` slows a whole batch (e.g. `rotate --all`) instead of each task finding
+    /// the throttle on its own.
+    gate: Arc<std::sync::Mutex<Vec<(Service, Instant)>>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -166,6 +170,7 @@ impl HttpClient {
             client,
             policy: RetryPolicy::default(),
             notify: None,
+            gate: Arc::default(),
         })
     }
 
@@ -242,8 +247,13 @@ impl HttpClient {
                         }
                         attempt += 1;
                         let d = ra.min(p.max_retry_after);
-                        self.wait(WaitReason::Throttled, req.service, d, attempt)
-                            .await;
+                        self.close_gate(req.service, d);
+                        self.notify(&WaitNotice {
+                            reason: WaitReason::Throttled,
+                            service: req.service,
+                            delay: d,
+                            attempt,
+                        });
                         continue;
                     }
                     if matches!(status, 429 | 500 | 502 | 503 | 504) {
@@ -286,7 +296,32 @@ impl HttpClient {
         }
     }
 
+    /// Hold every request to `service` for `d` from now (never shortening a longer hold).
+    fn close_gate(&self, service: Service, d: Duration) {
+        let until = Instant::now() + d;
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        match gate.iter_mut().find(|(s, _)| *s == service) {
+            Some((_, t)) => *t = (*t).max(until),
+            None => gate.push((service, until)),
+        }
+    }
+
+    /// Wait until `service` is open again (after a `Retry-After` seen by any clone).
+    async fn pass_gate(&self, service: Service) {
+        loop {
+            let until = {
+                let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+                gate.iter().find(|(s, _)| *s == service).map(|(_, t)| *t)
+            };
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
+                _ => return,
+            }
+        }
+    }
+
     async fn attempt(&self, req: &Request) -> Result<Response, Failure> {
+        self.pass_gate(req.service).await;
         let mut rb = self.client.request(req.method.clone(), req.url.clone());
         for (name, value) in &req.headers {
             rb = rb.header(name.clone(), value.clone());

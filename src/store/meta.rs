@@ -46,6 +46,18 @@ pub struct Profile {
     /// A rotation that added a key but has not finished switching to it.
     #[serde(default)]
     pub pending: Option<PendingRotation>,
+    /// Old keys kept for a grace period (`rotate --overlap DAYS`), removed by the first
+    /// signed-in run after their date.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring: Vec<RetiringKey>,
+}
+
+/// An old key left on the app until `after`, so tools still holding it keep working meanwhile.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RetiringKey {
+    pub key_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub after: OffsetDateTime,
 }
 
 /// A rotation in flight. Recorded before `addPassword`, so a re-run can find the key it created
@@ -64,6 +76,9 @@ pub struct PendingRotation {
     pub old_key_id: Option<String>,
     #[serde(default)]
     pub keep_old: bool,
+    /// Keep the old key this many days instead of removing it at once.
+    #[serde(default)]
+    pub overlap_days: Option<u32>,
 }
 
 /// Profile names become file names and keychain account names: 1–64 of `[A-Za-z0-9._-]`,
@@ -223,7 +238,9 @@ mod tests {
                 secret_expires: None,
                 old_key_id: Some("key-1".into()),
                 keep_old: false,
+                overlap_days: None,
             }),
+            retiring: Vec::new(),
         }
     }
 
