@@ -122,7 +122,7 @@ pub enum Command {
     List,
     /// Prove the stored secret still works and report the days left (exit 0 ok, 10 expiring, 11 expired/rejected).
     #[command(
-        after_long_help = "Examples:\n  csp-onboard check\n  csp-onboard check --warn-days 45 --json   # for cron and monitoring"
+        after_long_help = "Examples:\n  csp-onboard check\n  csp-onboard check --warn-days 45 --json   # for cron and monitoring\n  csp-onboard check --auth device-code      # also look for drift on the app"
     )]
     Check(CheckArgs),
     /// Forget a profile; --revoke also deletes its key from the app.
@@ -279,6 +279,11 @@ pub struct CheckArgs {
     /// Exit 10 when the key expires within this many days.
     #[arg(long, default_value_t = 30, value_name = "DAYS")]
     pub warn_days: u32,
+
+    /// With --auth, also sign in and check that the key still exists on the app (drift:
+    /// deleted in the portal, or newer keys made elsewhere). Without it, no sign-in is needed.
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
 }
 
 #[derive(Debug, Args)]

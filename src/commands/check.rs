@@ -3,9 +3,17 @@
 use super::{Ctx, days_left, print_json, rfc3339};
 use crate::cli::CheckArgs;
 use crate::exit::{Exit, UserError};
+use crate::partner_center::Graph;
 use crate::partner_center::verify::{VerifyError, VerifyOptions, verify_secret};
-use crate::store::Slot;
+use crate::signin;
+use crate::store::{Profile, Slot};
 use std::time::Duration;
+
+/// What an admin sign-in adds: is our key still on the app, and are there others?
+struct Drift {
+    key_on_app: bool,
+    other_keys: usize,
+}
 
 pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let p = ctx.require_profile()?;
@@ -23,15 +31,19 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             .hint("run `csp-onboard init` to create one")
         })?;
     let http = ctx.http()?;
-    // A stored key has long propagated: one short confirmation, no propagation window.
+    // A stored key has long propagated: a brief flap is tolerated, not a propagation window.
     let opts = VerifyOptions {
-        budget: Duration::from_secs(10),
+        budget: Duration::from_secs(2),
         consecutive: 1,
         ..Default::default()
     };
     let spin = ctx.ui.spinner("Checking the stored secret…");
     let result = verify_secret(&http, &ep, &p.tenant_id, &p.app_id, &secret, &opts, |_| {}).await;
     spin.finish();
+    let drift = match args.sign_in.auth {
+        Some(_) => Some(drift(ctx, &http, &ep, &p, &args).await?),
+        None => None,
+    };
     let left = p.secret_expires.map(days_left);
     let (exit, status, problem) = match &result {
         Ok(_) => match left {
@@ -48,11 +60,16 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             _ => (Exit::Success, "ok", None),
         },
         Err(VerifyError::Api(e)) if e.exit() == Exit::Unreachable => {
-            return Err(anyhow::anyhow!(UserError::new(
+            return Err(anyhow::Error::new(UserError::new(
                 Exit::Unreachable,
-                e.to_string()
+                e.to_user_error().message,
             )));
         }
+        Err(VerifyError::Expired(_)) => (
+            Exit::Expired,
+            "expired",
+            Some("the key has expired".to_string()),
+        ),
         Err(e) => (Exit::Expired, "rejected", Some(e.to_user_error().message)),
     };
     match exit {
@@ -65,6 +82,18 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             problem.clone().unwrap_or_default()
         )),
     }
+    if let Some(d) = &drift {
+        if !d.key_on_app {
+            ctx.ui
+                .warn("The stored key is no longer on the app (deleted in the portal?)");
+        }
+        if d.other_keys > 0 {
+            ctx.ui.info(format!(
+                "The app holds {} other key(s) that this profile does not know about",
+                d.other_keys
+            ));
+        }
+    }
     print_json(
         &ctx.ui,
         &serde_json::json!({
@@ -76,7 +105,47 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             "days_left": left,
             "warn_days": args.warn_days,
             "problem": problem,
+            "key_on_app": drift.as_ref().map(|d| d.key_on_app),
+            "other_keys": drift.as_ref().map(|d| d.other_keys),
         }),
     );
     Ok(exit)
+}
+
+async fn drift(
+    ctx: &Ctx,
+    http: &crate::partner_center::HttpClient,
+    ep: &crate::cloud::Endpoints,
+    p: &Profile,
+    args: &CheckArgs,
+) -> anyhow::Result<Drift> {
+    let tenant = args
+        .sign_in
+        .tenant
+        .clone()
+        .unwrap_or_else(|| p.tenant_id.clone());
+    let signed = signin::sign_in(&ctx.ui, http, ep, &args.sign_in, Some(&tenant)).await?;
+    let graph = Graph::new(http.clone(), ep, signed.graph_token);
+    let app = graph
+        .get_application(&p.app_id)
+        .await?
+        .ok_or_else(|| crate::rotation::app_not_found(&p.app_id, &p.tenant_id))?;
+    let ours = |k: &str| {
+        p.key_id
+            .as_deref()
+            .is_some_and(|id| id.eq_ignore_ascii_case(k))
+            || p.retiring.iter().any(|r| r.key_id.eq_ignore_ascii_case(k))
+    };
+    Ok(Drift {
+        key_on_app: p.key_id.as_deref().is_some_and(|id| {
+            app.password_credentials
+                .iter()
+                .any(|c| c.key_id.eq_ignore_ascii_case(id))
+        }),
+        other_keys: app
+            .password_credentials
+            .iter()
+            .filter(|c| !ours(&c.key_id))
+            .count(),
+    })
 }

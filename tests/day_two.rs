@@ -1,0 +1,482 @@
+//! Day two, the built binary against the emulator: check's exit codes from each situation,
+//! drift, rotate --all under throttling, --overlap, --dry-run, remove --revoke, completions, man.
+
+mod common;
+
+use common::*;
+use csp_onboard::emulator::{Emulator, Knobs, ThrottleRule};
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+
+async fn onboarded(knobs: Knobs) -> (Emulator, Cli, Value) {
+    let emu = emulator(knobs).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+                "--tenant",
+                &tenant,
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    (emu, cli, doc)
+}
+
+/// Time passes: the key now ends at `end`, on the app and in the profile's metadata.
+fn set_key_end(emu: &Emulator, cli: &Cli, doc: &Value, end: OffsetDateTime) {
+    assert!(emu.portal_set_password_end(
+        doc["app_id"].as_str().unwrap(),
+        doc["key_id"].as_str().unwrap(),
+        end
+    ));
+    let path = cli.data_dir().join("profiles/default.json");
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    meta["secret_expires"] = end
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .into();
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exit_codes_follow_the_key() {
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    let check = |extra: &'static [&'static str]| {
+        let mut a = vec!["check", "--json"];
+        a.extend_from_slice(extra);
+        a
+    };
+    let fresh = cli.run(&check(&[]), "").await;
+    assert_eq!(code(&fresh), 0, "fresh: {}", stderr(&fresh));
+    assert_eq!(json(&fresh)["status"], "ok");
+
+    set_key_end(
+        &emu,
+        &cli,
+        &doc,
+        OffsetDateTime::now_utc() + Duration::days(10),
+    );
+    let soon = cli.run(&check(&[]), "").await;
+    assert_eq!(code(&soon), 10, "expiring in 10 days: {}", stderr(&soon));
+    assert_eq!(json(&soon)["days_left"], 9);
+    assert_eq!(
+        code(&cli.run(&check(&["--warn-days", "5"]), "").await),
+        0,
+        "outside a 5-day window"
+    );
+
+    set_key_end(
+        &emu,
+        &cli,
+        &doc,
+        OffsetDateTime::now_utc() - Duration::days(1),
+    );
+    let expired = cli.run(&check(&[]), "").await;
+    assert_eq!(code(&expired), 11, "expired: {}", stderr(&expired));
+    assert_eq!(json(&expired)["status"], "expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_key_deleted_in_the_portal() {
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    assert!(emu.portal_remove_password(
+        doc["app_id"].as_str().unwrap(),
+        doc["key_id"].as_str().unwrap()
+    ));
+    let out = cli
+        .run(&["check", "--json", "--auth", "device-code"], "")
+        .await;
+    assert_eq!(code(&out), 11, "{}", stderr(&out));
+    let d = json(&out);
+    assert_eq!(d["status"], "rejected");
+    assert_eq!(d["key_on_app"], false, "drift seen with a sign-in");
+    // Without a sign-in, check needs none: no device code was asked for.
+    let before = emu.count("POST", "devicecode");
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 11);
+    assert!(json(&out)["key_on_app"].is_null());
+    assert_eq!(emu.count("POST", "devicecode"), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_rejects_a_wrong_stored_secret() {
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    std::fs::write(
+        cli.data_dir().join("secrets/default.secret"),
+        "not-the-secret-value",
+    )
+    .unwrap();
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 11, "{}", stderr(&out));
+    assert_eq!(json(&out)["status"], "rejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_changes_nothing_and_shows_the_plan() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+                "--tenant",
+                &tenant,
+                "--dry-run",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let d = json(&out);
+    assert_eq!(d["dry_run"], true);
+    assert!(
+        d["plan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("POST")
+                && s.as_str().unwrap().contains("/applications"))
+    );
+    assert!(d["permissions"].to_string().contains("user_impersonation"));
+    assert_eq!(
+        emu.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.starts_with("/v1.0"))
+            .count(),
+        0,
+        "no Graph write"
+    );
+    assert!(
+        !cli.data_dir().join("profiles/default.json").exists(),
+        "nothing stored"
+    );
+
+    // The same for a rotation.
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    let writes = |emu: &Emulator| {
+        emu.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.starts_with("/v1.0"))
+            .count()
+    };
+    let before = writes(&emu);
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--json",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+                "--dry-run",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["old_key_id"], doc["key_id"]);
+    assert_eq!(writes(&emu), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_keeps_the_old_key_until_its_date_then_a_later_rotation_removes_it() {
+    let (emu, cli, first) = onboarded(fast_knobs()).await;
+    let rot = [
+        "rotate",
+        "--json",
+        "--non-interactive",
+        "--auth",
+        "device-code",
+        "--overlap",
+        "7",
+    ];
+    let out = cli.run(&rot, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let app_id = first["app_id"].as_str().unwrap();
+    let keys = |emu: &Emulator| {
+        emu.applications()
+            .into_iter()
+            .find(|a| a.app_id == app_id)
+            .unwrap()
+            .passwords
+            .len()
+    };
+    assert_eq!(keys(&emu), 2, "the old key stays for the overlap");
+    // Seven days pass.
+    let path = cli.data_dir().join("profiles/default.json");
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(meta["retiring"][0]["key_id"], first["key_id"]);
+    meta["retiring"][0]["after"] = "2000-01-01T00:00:00Z".into();
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--json",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+                "--keep-old",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap();
+    assert!(
+        !app.passwords
+            .iter()
+            .any(|p| p.key_id == first["key_id"].as_str().unwrap()),
+        "the overdue key was removed"
+    );
+    assert_eq!(
+        app.passwords.len(),
+        2,
+        "the second key (kept) and the new one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_expiring_within_is_a_no_op_for_a_fresh_key() {
+    let (emu, cli, _) = onboarded(fast_knobs()).await;
+    let before = emu.requests().len();
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--json",
+                "--non-interactive",
+                "--if-expiring-within",
+                "30",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["action"], "none");
+    assert_eq!(emu.requests().len(), before, "no request at all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_all_rotates_every_profile_and_one_throttle_slows_the_batch_once() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    let (app, secret) = emu.automation_credentials();
+    cli.env.push((
+        "CSP_ONBOARD_CLIENT_SECRET".into(),
+        secret.expose().to_string(),
+    ));
+    let tenant = emu.tenant_id();
+    let n = 6;
+    for i in 0..n {
+        let profile = format!("p{i}");
+        let out = cli
+            .run(
+                &[
+                    "init",
+                    "--non-interactive",
+                    "--json",
+                    "--auth",
+                    "client-secret",
+                    "--client-id",
+                    &app,
+                    "--tenant",
+                    &tenant,
+                    "--profile",
+                    &profile,
+                ],
+                "",
+            )
+            .await;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let before = emu.requests().len();
+    emu.update_knobs(|k| {
+        k.throttle = vec![ThrottleRule {
+            route: "/addPassword".into(),
+            first_n: 1,
+            every_nth: 0,
+            retry_after_secs: 2,
+        }]
+    });
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--all",
+                "--json",
+                "--non-interactive",
+                "--auth",
+                "client-secret",
+                "--client-id",
+                &app,
+                "--tenant",
+                &tenant,
+                "--jobs",
+                "3",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let d = json(&out);
+    let rows = d["profiles"].as_array().unwrap();
+    assert_eq!(rows.len(), n);
+    assert!(rows.iter().all(|r| r["action"] == "rotated"), "{d:#}");
+    let log: Vec<_> = emu.requests().into_iter().skip(before).collect();
+    let throttled: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(throttled.len(), 1);
+    // After the 429, no task sent Graph anything until its Retry-After had passed: the batch
+    // paused as one. (Requests already in flight when it came are allowed: 200 ms of slack.)
+    let t429 = throttled[0].at;
+    let slack = std::time::Duration::from_millis(200);
+    let early: Vec<_> = log
+        .iter()
+        .filter(|r| r.at > t429 + slack && r.path.starts_with("/v1.0"))
+        .filter(|r| r.at.duration_since(t429) < std::time::Duration::from_millis(1900))
+        .map(|r| {
+            format!(
+                "{} {} after {:?}",
+                r.method,
+                r.path,
+                r.at.duration_since(t429)
+            )
+        })
+        .collect();
+    assert!(
+        early.is_empty(),
+        "Graph requests during the Retry-After: {early:#?}"
+    );
+    assert!(
+        log.iter().any(|r| r.path.starts_with("/v1.0")
+            && r.at.duration_since(t429) >= std::time::Duration::from_millis(1900)),
+        "the batch went on after the wait"
+    );
+    // Requests grow linearly: the same number per profile (one sign-in for the batch).
+    let add = log
+        .iter()
+        .filter(|r| r.path.ends_with("/addPassword"))
+        .count();
+    let remove = log
+        .iter()
+        .filter(|r| r.path.ends_with("/removePassword"))
+        .count();
+    assert_eq!((add, remove), (n + 1, n));
+    for app in emu
+        .applications()
+        .iter()
+        .filter(|a| a.display_name == "Partner Center web app (csp-onboard)")
+    {
+        assert_eq!(app.passwords.len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_revoke_deletes_the_key_and_forgets_the_profile() {
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    let out = cli
+        .run(&["remove", "--revoke", "--non-interactive"], "")
+        .await;
+    assert_eq!(
+        code(&out),
+        2,
+        "revoking needs --yes when nobody can confirm: {}",
+        stderr(&out)
+    );
+    let out = cli
+        .run(
+            &[
+                "remove",
+                "--revoke",
+                "--yes",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == doc["app_id"].as_str().unwrap())
+        .unwrap();
+    assert!(app.passwords.is_empty(), "the key is gone from the app");
+    assert_eq!(code(&cli.run(&["show"], "").await), 8);
+    assert!(!cli.data_dir().join("secrets/default.secret").exists());
+}
+
+#[test]
+fn completions_load_in_bash_and_the_man_page_renders() {
+    let out = std::process::Command::new(bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("c.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!("source {} && complete -p csp-onboard", script.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("csp-onboard"));
+    for shell in ["zsh", "fish", "powershell", "elvish"] {
+        let out = std::process::Command::new(bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let man = std::process::Command::new(bin())
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(man.status.success());
+    let roff = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        roff.starts_with(".ie") || roff.contains(".TH"),
+        "roff: {}",
+        &roff[..80.min(roff.len())]
+    );
+    assert!(roff.contains("rotate"));
+    let page = dir.path().join("csp-onboard.1");
+    std::fs::write(&page, &man.stdout).unwrap();
+    if let Ok(rendered) = std::process::Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        && rendered.status.success()
+    {
+        assert!(String::from_utf8_lossy(&rendered.stdout).contains("csp-onboard"));
+    }
+}
