@@ -263,13 +263,14 @@ async fn device_code_auto_approved_after_two_polls_signs_the_configured_user_in(
     );
 }
 
-/// A second poller of the same code (another terminal, a copied command) makes the emulator answer
-/// `slow_down` to the first; RFC 8628 §3.5: the poller must then wait 5 s more than before.
+/// A second poller of the same code (another terminal, a copied command) polls once between the
+/// first one's polls, so the emulator answers `slow_down` to the first. RFC 8628 §3.5: the first
+/// must then wait its interval plus 5 s. The code is approved only once `slow_down` was seen, so
+/// the next poll is the one that measures the wait, whatever the scheduling of the two pollers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_code_slow_down_makes_the_client_poll_five_seconds_less_often() {
     let env = Env::new(Knobs {
         device_code_interval_secs: Some(1),
-        auto_approve_device_code_after_polls: Some(1),
         ..Default::default()
     })
     .await;
@@ -291,11 +292,18 @@ async fn device_code_slow_down_makes_the_client_poll_five_seconds_less_often() {
             dc.clone(),
             a_events.clone(),
         );
+        let (emu, code) = (env.emu.clone(), dc.user_code.clone());
         tokio::spawn(async move {
-            device_code_poll(&http, &ep, &c, &dc, move |e| ev.lock().unwrap().push(e)).await
+            device_code_poll(&http, &ep, &c, &dc, move |e| {
+                if matches!(e, PollEvent::SlowDown { .. }) {
+                    emu.approve_device_code(&code);
+                }
+                ev.lock().unwrap().push(e);
+            })
+            .await
         })
     };
-    // The interfering poller polls half an interval after the first one, once.
+    // The interfering poller starts half an interval later and polls once.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let b = {
@@ -307,16 +315,12 @@ async fn device_code_slow_down_makes_the_client_poll_five_seconds_less_often() {
             .await
         })
     };
-    let first_b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("the second poller polled");
     b.abort();
-    assert!(
-        matches!(first_b, Some(PollEvent::SlowDown { .. })),
-        "{first_b:?}"
-    );
 
-    let t = tokio::time::timeout(Duration::from_secs(20), a)
+    let t = tokio::time::timeout(Duration::from_secs(30), a)
         .await
         .expect("the first poller finished")
         .expect("join");
@@ -331,16 +335,14 @@ async fn device_code_slow_down_makes_the_client_poll_five_seconds_less_often() {
     let last = polls.len() - 1;
     assert_eq!(polls[last].status, 200, "{:?}", statuses(&polls));
     assert_eq!(polls[last - 1].status, 400);
-    let before = gap(&polls[0], &polls[last - 1]);
     let after = gap(&polls[last - 1], &polls[last]);
     assert!(
         after >= Duration::from_millis(5900),
         "after slow_down the next poll came only {after:?} later"
     );
-    assert!(
-        after > before,
-        "polls got further apart ({before:?} → {after:?})"
-    );
+    for w in polls[..last].windows(2) {
+        assert!(gap(&w[0], &w[1]) < after, "polls got further apart");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1709,6 +1711,177 @@ async fn a_wrong_secret_is_never_propagated_once_the_budget_is_spent() {
     let u = e.to_user_error();
     assert_eq!(u.exit, Exit::Verify);
     assert!(u.hint.unwrap_or_default().contains("not its ID"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_straight_after_creating_the_app_rides_out_aadsts700016() {
+    let env = Env::new(Knobs {
+        replication_delay: Duration::from_millis(1500),
+        ..fast_knobs()
+    })
+    .await;
+    let g = env.graph().await;
+    let (app_id, _, secret) = web_app(&g).await;
+    let before = env.token_polls().len();
+    verify_secret(
+        &env.http,
+        &env.ep,
+        &env.tenant(),
+        &app_id,
+        &secret,
+        &verify_opts(Duration::from_secs(15)),
+        |_| {},
+    )
+    .await
+    .expect("verified once the app replicated");
+    let tokens = statuses(&env.token_polls()[before..]);
+    assert_eq!(
+        tokens.first(),
+        Some(&400),
+        "AADSTS700016 while replicating: {tokens:?}"
+    );
+    assert_eq!(&tokens[tokens.len() - 3..], &[200, 200, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_of_throttled_on_a_later_page_retries_that_page_only() {
+    let env = Env::new(Knobs {
+        member_of_page_size: 2,
+        ..fast_knobs()
+    })
+    .await;
+    let g = env.graph().await;
+    let all = g.member_of().await.expect("memberOf");
+    env.emu.update_knobs(|k| {
+        k.throttle = vec![ThrottleRule {
+            route: "skiptoken".into(), // pages after the first
+            first_n: 1,
+            every_nth: 0,
+            retry_after_secs: 1,
+        }]
+    });
+    let before = env.log("GET", "/me/memberOf").len();
+    let again = g.member_of().await.expect("memberOf with a throttled page");
+    assert_eq!(again, all, "same items, none twice");
+    let log = env.log("GET", "/me/memberOf");
+    let log = &log[before..];
+    assert_eq!(log.len(), all.len().div_ceil(2) + 1, "{:?}", statuses(log));
+    assert_eq!(log[1].status, 429);
+    assert_eq!(log[1].path, log[2].path, "the same page again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_graph_token_asks_the_user_to_sign_in_again() {
+    let env = Env::new(Knobs {
+        access_token_lifetime: Some(Duration::ZERO),
+        ..fast_knobs()
+    })
+    .await;
+    let g = env.graph().await;
+    let e = g.me().await.expect_err("expired token");
+    assert_eq!(e.status, Some(401));
+    assert!(e.is_graph_code("InvalidAuthenticationToken"), "{e:?}");
+    assert_eq!(e.exit(), Exit::SignIn);
+    assert!(
+        e.hint().unwrap_or_default().contains("sign in again"),
+        "{:?}",
+        e.hint()
+    );
+    assert_eq!(
+        env.log("GET", "/v1.0/me?").len(),
+        1,
+        "a refusal is not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_the_retired_azure_ad_graph_audience_is_refused_by_partner_center() {
+    let env = Env::new(fast_knobs()).await;
+    let t = env.sign_in().await;
+    let rt = t.refresh_token.expect("refresh token");
+    let old = refresh(
+        &env.http,
+        &env.ep,
+        &env.client(),
+        &rt,
+        &["https://graph.windows.net/.default".to_string()],
+    )
+    .await
+    .expect("an Azure AD Graph token");
+    let e = PartnerCenter::new(env.http.clone(), &env.ep, old.access_token)
+        .legal_business_profile()
+        .await
+        .expect_err("retired audience");
+    assert_eq!(e.partner_center_code, Some(900420));
+    assert_eq!(e.exit(), Exit::SignIn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_redirect_with_another_state_is_refused_and_no_code_is_redeemed() {
+    let env = Env::new(Knobs::default()).await;
+    let mut page = None;
+    let e = browser_sign_in(
+        &env.http,
+        &env.ep,
+        &env.client(),
+        &graph_sign_in_scopes(&env.ep),
+        |url| {
+            // A stale tab or a forged link: same request, another state.
+            let mut forged = url::Url::parse(url).expect("authorize URL");
+            let pairs: Vec<(String, String)> = forged
+                .query_pairs()
+                .into_owned()
+                .map(|(k, v)| {
+                    if k == "state" {
+                        (k, "forged".into())
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect();
+            forged.query_pairs_mut().clear().extend_pairs(pairs);
+            page = Some(play_browser(forged.as_str()));
+            true
+        },
+        |_| {},
+    )
+    .await
+    .expect_err("state mismatch");
+    assert_eq!(e.exit(), Exit::SignIn);
+    assert!(shown(&e).contains("state"), "{}", shown(&e));
+    let (_, html) = page
+        .expect("opened")
+        .await
+        .expect("browser task")
+        .expect("the browser reached the loopback page");
+    assert!(html.contains("did not complete"), "{html}");
+    assert!(env.token_polls().is_empty(), "the code was not redeemed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_code_sign_in_against_the_tenant_domain_works() {
+    let env = Env::new(fast_knobs()).await;
+    let client = SignInClient {
+        client_id: DEFAULT_PUBLIC_CLIENT_ID.to_string(),
+        tenant: env.emu.tenant_domain(),
+    };
+    let dc = device_code_start(&env.http, &env.ep, &client, &graph_sign_in_scopes(&env.ep))
+        .await
+        .expect("device code");
+    let t = device_code_poll(&env.http, &env.ep, &client, &dc, |_| {})
+        .await
+        .expect("signed in");
+    let org = Graph::new(env.http.clone(), &env.ep, t.access_token)
+        .organization()
+        .await
+        .expect("organization");
+    assert_eq!(org.id, env.tenant());
+    assert!(
+        env.token_polls().iter().all(|r| r
+            .path
+            .starts_with(&format!("/{}/", env.emu.tenant_domain()))),
+        "polled the same tenant it started with"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
