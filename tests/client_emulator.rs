@@ -1402,6 +1402,37 @@ async fn add_password_is_not_retried_after_a_dropped_connection() {
     assert_eq!(e.exit(), Exit::Unreachable);
 }
 
+/// The worst case of §3 "never retry it blindly": Graph applied addPassword but the answer never
+/// came. The client must give up without a second addPassword; the key it never saw is left for the
+/// rotation engine to find by its display name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes about 60 s: the client's request timeout is a fixed constant (http::REQUEST_TIMEOUT)"]
+async fn add_password_applied_but_never_answered_times_out_without_a_second_secret() {
+    let env = Env::new(fast_knobs()).await;
+    let g = env.graph().await;
+    let app = g.create_application("Hung").await.expect("create");
+    let next = env.emu.requests().len() as u64 + 1;
+    env.emu.update_knobs(|k| k.hang_after_request = Some(next));
+    let e = g
+        .add_password(&app.id, "hung", one_year())
+        .await
+        .expect_err("no answer");
+    assert_eq!(e.exit(), Exit::Unreachable);
+    assert_eq!(
+        env.count("POST", "/addPassword"),
+        1,
+        "never retried blindly"
+    );
+    let seen = env
+        .emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app.app_id)
+        .expect("app");
+    assert_eq!(seen.passwords.len(), 1, "applied once");
+    assert_eq!(seen.passwords[0].display_name.as_deref(), Some("hung"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_password_is_not_retried_after_a_server_error() {
     let env = Env::new(fast_knobs()).await;
@@ -1545,7 +1576,7 @@ async fn a_new_secret_is_verified_once_it_has_propagated() {
     )
     .await
     .expect("verified");
-    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
     assert!(
         events
             .iter()
