@@ -249,6 +249,14 @@ impl Poller {
     }
 
     fn on_error(&mut self, e: &ApiError) -> PollStep {
+        // `slow_down` first: it may carry 50196 too, and RFC 8628 §3.5 then asks for +5 s, which
+        // the loop back-off below (doubling from 1 s) would fall short of.
+        if e.is_oauth_error("slow_down") {
+            self.interval += SLOW_DOWN_STEP;
+            return PollStep::Again(PollEvent::SlowDown {
+                interval: self.interval,
+            });
+        }
         if e.has_aadsts(50196) {
             self.interval = (self.interval * 2)
                 .max(self.interval + MIN_INTERVAL)
@@ -257,12 +265,6 @@ impl Poller {
         }
         match e.oauth_error.as_deref() {
             Some("authorization_pending") => PollStep::Again(PollEvent::Pending),
-            Some("slow_down") => {
-                self.interval += SLOW_DOWN_STEP;
-                PollStep::Again(PollEvent::SlowDown {
-                    interval: self.interval,
-                })
-            }
             // authorization_declined, expired_token, bad_verification_code and the rest are final.
             _ => PollStep::Stop,
         }
@@ -710,6 +712,12 @@ mod tests {
         ] {
             assert!(matches!(p.on_error(&err(terminal, vec![])), PollStep::Stop));
         }
+        // Entra's loop code on a `slow_down` answer: still the RFC's +5 s, not the loop back-off.
+        let mut p = Poller::new(1);
+        assert!(matches!(
+            p.on_error(&err("slow_down", vec![50196])),
+            PollStep::Again(PollEvent::SlowDown { interval: 6 })
+        ));
         assert_eq!(Poller::new(0).interval, 0, "tests may ask for no wait");
         assert_eq!(Poller::new(1).interval, 1);
     }
