@@ -36,6 +36,7 @@ fn policy() -> RetryPolicy {
         max_delay: Duration::from_millis(200),
         max_retry_after: Duration::from_secs(5),
         replication_budget: Duration::from_secs(8),
+        request_timeout: Duration::from_secs(2),
     }
 }
 
@@ -1406,7 +1407,6 @@ async fn add_password_is_not_retried_after_a_dropped_connection() {
 /// came. The client must give up without a second addPassword; the key it never saw is left for the
 /// rotation engine to find by its display name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "takes about 60 s: the client's request timeout is a fixed constant (http::REQUEST_TIMEOUT)"]
 async fn add_password_applied_but_never_answered_times_out_without_a_second_secret() {
     let env = Env::new(fast_knobs()).await;
     let g = env.graph().await;

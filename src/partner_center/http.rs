@@ -22,6 +22,8 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
     /// Total time a replication-aware call keeps retrying "not found yet" answers.
     pub replication_budget: Duration,
+    /// One attempt's limit, from sending to the whole answer.
+    pub request_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -32,6 +34,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(120),
             replication_budget: Duration::from_secs(180),
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -161,7 +164,6 @@ impl HttpClient {
     pub fn new() -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("csp-onboard/", env!("CARGO_PKG_VERSION")))
             // None of these APIs redirects; following one could carry a bearer token elsewhere.
             .redirect(reqwest::redirect::Policy::none())
@@ -322,7 +324,10 @@ impl HttpClient {
 
     async fn attempt(&self, req: &Request) -> Result<Response, Failure> {
         self.pass_gate(req.service).await;
-        let mut rb = self.client.request(req.method.clone(), req.url.clone());
+        let mut rb = self
+            .client
+            .request(req.method.clone(), req.url.clone())
+            .timeout(self.policy.request_timeout);
         for (name, value) in &req.headers {
             rb = rb.header(name.clone(), value.clone());
         }
@@ -600,6 +605,7 @@ pub(crate) fn test_policy() -> RetryPolicy {
         max_delay: Duration::from_millis(20),
         max_retry_after: Duration::from_millis(50),
         replication_budget: Duration::from_millis(300),
+        request_timeout: Duration::from_secs(10),
     }
 }
 
