@@ -135,7 +135,9 @@ impl Engine<'_> {
     }
 
     async fn app_object_id(&self, p: &mut Profile) -> anyhow::Result<String> {
-        if let Some(id) = &p.app_object_id {
+        if let Some(id) = &p.app_object_id
+            && p.key_id.is_some()
+        {
             return Ok(id.clone());
         }
         let app = self
@@ -144,6 +146,20 @@ impl Engine<'_> {
             .await?
             .ok_or_else(|| app_not_found(&p.app_id, &p.tenant_id))?;
         p.app_object_id = Some(app.id.clone());
+        // A captured profile knows its secret's hint but not its key ID: when exactly one key on
+        // the app has that hint, it is the one to retire.
+        if p.key_id.is_none()
+            && let Some(hint) = &p.secret_hint
+        {
+            let mut same: Vec<_> = app
+                .password_credentials
+                .iter()
+                .filter(|c| c.hint.as_deref() == Some(hint.as_str()))
+                .collect();
+            if same.len() == 1 {
+                p.key_id = same.pop().map(|c| c.key_id.clone());
+            }
+        }
         Ok(app.id)
     }
 

@@ -583,3 +583,112 @@ async fn a_given_access_token_is_read_from_stdin() {
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(!stderr(&out).contains("HTTP/1.1"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_captured_profile_retires_the_portal_key_found_by_its_hint() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, secret) = emu.portal_create_app("Made in the portal");
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap();
+    let keys: Vec<&str> = app.passwords.iter().map(|p| p.key_id.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![doc["key_id"].as_str().unwrap()],
+        "the portal key was retired"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_token_on_any_output_even_at_the_highest_verbosity() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "-vvv",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+                "--tenant",
+                &tenant,
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rotated = cli
+        .run(
+            &[
+                "init",
+                "-vvv",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+                "--tenant",
+                &tenant,
+            ],
+            "",
+        )
+        .await;
+    let secret = json(&cli.run(&["show", "--reveal", "--json"], "").await)["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let everything = format!(
+        "{}{}{}{}",
+        stdout(&out),
+        stderr(&out),
+        stdout(&rotated),
+        stderr(&rotated)
+    );
+    assert!(!everything.contains(&secret), "the secret leaked");
+    assert!(!everything.contains("eyJ"), "a JWT-shaped token leaked");
+    let meta = std::fs::read_to_string(cli.data_dir().join("profiles/default.json")).unwrap();
+    assert!(!meta.contains(&secret), "metadata holds no secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cli.data_dir().join("secrets/default.secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
