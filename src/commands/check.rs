@@ -6,7 +6,7 @@ use crate::exit::{Exit, UserError};
 use crate::partner_center::Graph;
 use crate::partner_center::verify::{VerifyError, VerifyOptions, verify_secret};
 use crate::signin;
-use crate::store::{Profile, Slot};
+use crate::store::Profile;
 use std::time::Duration;
 
 /// What an admin sign-in adds: is our key still on the app, and are there others?
@@ -20,16 +20,7 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let cloud = ctx.cloud(Some(&p));
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud).await?;
-    let secret = secrets
-        .get(&p.profile, Slot::Current)
-        .await?
-        .ok_or_else(|| {
-            UserError::new(
-                Exit::NotFound,
-                format!("no secret is stored for profile '{}'", p.profile),
-            )
-            .hint("run `csp-onboard init` to create one")
-        })?;
+    let secret = ctx.stored_secret(&secrets, &p).await?;
     let http = ctx.http()?;
     // A stored key has long propagated: a brief flap is tolerated, not a propagation window.
     let opts = VerifyOptions {

@@ -166,6 +166,24 @@ impl Ctx {
         })))
     }
 
+    /// The profile's current secret (exit 8 when the store has none).
+    pub async fn stored_secret(
+        &self,
+        secrets: &Secrets,
+        p: &Profile,
+    ) -> anyhow::Result<crate::secret::Secret> {
+        Ok(secrets
+            .get(&p.profile, store::Slot::Current)
+            .await?
+            .ok_or_else(|| {
+                UserError::new(
+                    Exit::NotFound,
+                    format!("no secret is stored for profile '{}'", p.profile),
+                )
+                .hint("run `csp-onboard init` to create one")
+            })?)
+    }
+
     /// The secret store, opened and probed; the emulator cloud may fall back to the file store.
     pub async fn secrets(&self, cloud: Cloud) -> anyhow::Result<Secrets> {
         let kind = self.store_kind;

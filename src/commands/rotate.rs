@@ -329,25 +329,13 @@ async fn rotate_all(
         ..ctx.ui.clone()
     };
     for group in groups {
-        let session = match open_session(ctx, &group[0], req.sign_in).await {
-            Ok(s) => s,
-            Err(e) => {
-                let u = report::classify(&e);
-                for p in group {
-                    rows.push(Row {
-                        profile: p.profile,
-                        result: Err(UserError {
-                            exit: u.exit,
-                            message: u.message.clone(),
-                            hint: u.hint.clone(),
-                        }),
-                    });
-                }
-                continue;
-            }
+        // A failed sign-in or a blocking policy fails the whole tenant group, not the batch.
+        let prepared = match open_session(ctx, &group[0], req.sign_in).await {
+            Ok(s) => lifetime_days(s.policy.as_ref(), req.years).map(|d| (s, d)),
+            Err(e) => Err(report::classify(&e)),
         };
-        let days = match lifetime_days(session.policy.as_ref(), req.years) {
-            Ok(d) => d,
+        let (session, days) = match prepared {
+            Ok(ok) => ok,
             Err(u) => {
                 for p in group {
                     rows.push(Row {

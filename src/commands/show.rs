@@ -2,24 +2,14 @@
 
 use super::{Ctx, print_json, profile_json};
 use crate::cli::ShowArgs;
-use crate::exit::{Exit, UserError};
-use crate::store::Slot;
+use crate::exit::Exit;
 
 pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<Exit> {
     let p = ctx.require_profile()?;
     let mut doc = profile_json(&p);
     if args.reveal {
         let secrets = ctx.secrets(p.cloud).await?;
-        let secret = secrets
-            .get(&p.profile, Slot::Current)
-            .await?
-            .ok_or_else(|| {
-                UserError::new(
-                    Exit::NotFound,
-                    format!("no secret is stored for profile '{}'", p.profile),
-                )
-                .hint("run `csp-onboard init` to create one")
-            })?;
+        let secret = ctx.stored_secret(&secrets, &p).await?;
         if ctx.ui.json {
             doc["secret"] = serde_json::Value::String(secret.expose().to_string());
         } else {
