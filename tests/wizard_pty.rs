@@ -197,6 +197,18 @@ async fn in_pty(cmd: Command, script: impl FnOnce(&mut Screen) + Send + 'static)
     .expect("the pty script panicked")
 }
 
+/// A `Cli` on its own profile: with `REAL_SECRET_SERVICE=1` every test shares one keychain,
+/// where the profile name is the item's key.
+fn cli_for(emu: &Emulator) -> Cli {
+    let mut cli = Cli::new(emu);
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    cli.env.push((
+        "CSP_ONBOARD_PROFILE".into(),
+        format!("pty-{}", &unique[..12]),
+    ));
+    cli
+}
+
 async fn show(cli: &Cli) -> serde_json::Value {
     let out = cli.run(&["show", "--json"], "").await;
     assert_eq!(code(&out), 0, "show --json: {}", stderr(&out));
@@ -247,7 +259,7 @@ async fn onboard_non_interactively(cli: &Cli) {
 async fn way_in_1_creates_a_web_app_with_a_two_year_key() {
     let emu = emulator(fast_knobs()).await;
     let seeded = app_ids(&emu);
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     let device_login = emu.device_login_url();
     let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
         s.expect(MENU);
@@ -311,7 +323,7 @@ async fn way_in_2_adds_a_key_to_an_existing_app() {
     let emu = emulator(fast_knobs()).await;
     let (app_id, _, _) = emu.portal_create_app("Billing reader app");
     let existing = app_ids(&emu);
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     let typed = app_id.clone();
     let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
         s.expect(MENU);
@@ -367,7 +379,7 @@ async fn way_in_2_adds_a_key_to_an_existing_app() {
 async fn way_in_3_captures_a_portal_app_without_signing_in() {
     let emu = emulator(fast_knobs()).await;
     let (app_id, _, secret) = emu.portal_create_app("Made in Partner Center");
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     let tenant = emu.tenant_id();
     let typed_app = app_id.clone();
     let pasted = secret.expose().to_string();
@@ -395,6 +407,13 @@ async fn way_in_3_captures_a_portal_app_without_signing_in() {
     })
     .await;
     assert_eq!(exit, 0, "{screen}");
+    // Where it went is said plainly: the keychain under the CI wrapper, else the asked-for file.
+    let store = if common::real_keychain() {
+        "Stored the secret in Secret Service"
+    } else {
+        "Stored the secret in file "
+    };
+    assert_seen(&screen, store);
     assert!(
         !screen.contains(secret.expose()),
         "the pasted secret is never echoed:\n{screen}"
@@ -426,7 +445,7 @@ async fn way_in_3_captures_a_portal_app_without_signing_in() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rerun_offers_rotation_no_keeps_the_key_yes_replaces_it() {
     let emu = emulator(fast_knobs()).await;
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     onboard_non_interactively(&cli).await;
     let before = show(&cli).await;
     let old_key = before["key_id"].as_str().expect("a key").to_string();
@@ -482,7 +501,7 @@ async fn rerun_offers_rotation_no_keeps_the_key_yes_replaces_it() {
 async fn ctrl_c_at_the_first_menu_exits_130_and_restores_the_cursor() {
     let emu = emulator(fast_knobs()).await;
     let seeded = app_ids(&emu);
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), |s| {
         s.expect(MENU);
         s.expect("Capture an app");
@@ -513,7 +532,7 @@ async fn ctrl_c_while_waiting_for_the_device_code_exits_130_and_a_rerun_converge
     })
     .await;
     let seeded = app_ids(&emu);
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), |s| {
         s.expect(MENU);
         s.expect("Capture an app");
@@ -563,7 +582,7 @@ async fn ctrl_c_while_waiting_for_the_device_code_exits_130_and_a_rerun_converge
 async fn without_a_terminal_a_missing_tenant_is_a_usage_error_naming_the_flag() {
     let emu = emulator(fast_knobs()).await;
     let (app_id, _, secret) = emu.portal_create_app("Made in Partner Center");
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     let line = format!("{}\n", secret.expose());
 
     // Piped stdin, explicitly non-interactive.
@@ -610,7 +629,7 @@ async fn without_a_terminal_a_missing_tenant_is_a_usage_error_naming_the_flag() 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_80_column_window_shows_each_prompt_once() {
     let emu = emulator(fast_knobs()).await;
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     let (exit, screen) = in_pty(wizard_command_in(&cli, &["init"], CLASSIC), |s| {
         s.expect(MENU);
         s.expect("Capture an app");
@@ -676,7 +695,7 @@ async fn an_80_column_window_shows_each_prompt_once() {
 async fn ctrl_c_at_the_secret_prompt_exits_130() {
     let emu = emulator(fast_knobs()).await;
     let (app_id, _, _) = emu.portal_create_app("Made in Partner Center");
-    let cli = Cli::new(&emu);
+    let cli = cli_for(&emu);
     let tenant = emu.tenant_id();
     let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
         s.expect(MENU);
