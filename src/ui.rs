@@ -200,6 +200,13 @@ fn cancelled() -> UserError {
 /// Run a blocking prompt without stalling the async runtime, and turn Ctrl-C in raw mode
 /// (which arrives as an `Interrupted` read, not a signal) into exit 130.
 fn blocking<T>(f: impl FnOnce() -> dialoguer::Result<T>) -> anyhow::Result<T> {
+    // console answers a Ctrl-C read in raw mode by raising SIGINT at its own process, then
+    // returns `Interrupted`. The first prompt can come before main's ctrl_c future is ever
+    // polled, and then nothing catches that signal: its default action kills the process with
+    // the cursor hidden and no message. Registering a handler here (tokio keeps it for the life
+    // of the process) lets the `Interrupted` error take the orderly way out.
+    #[cfg(unix)]
+    let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
     let result = tokio::task::block_in_place(f);
     result.map_err(|dialoguer::Error::IO(e)| {
         if e.kind() == std::io::ErrorKind::Interrupted {

@@ -32,15 +32,17 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
         && (p.key_id.is_some() || p.pending.is_some() || ctx.meta_has_secret_only(p))
     {
         if ctx.ui.interactive {
-            let prompt = format!(
-                "Profile '{}' already holds a key for app {}{}. Rotate it now?",
+            // The facts on their own line: a prompt wider than the terminal wraps, and
+            // dialoguer then leaves a stale copy of its first line on screen.
+            ctx.ui.always(format!(
+                "Profile '{}' already holds a key for app {}{}.",
                 p.profile,
                 p.app_id,
                 p.secret_expires
                     .map(|e| format!(" (expires {})", e.date()))
                     .unwrap_or_default()
-            );
-            if !ctx.ui.confirm(&prompt, true)? {
+            ));
+            if !ctx.ui.confirm("Rotate it now?", true)? {
                 ctx.ui.info("Nothing changed.");
                 print_json(
                     &ctx.ui,
@@ -204,10 +206,15 @@ fn ask_commerce_id(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<Option<String>>
     if let Some(c) = &args.commerce_id {
         return Ok(Some(c.trim().to_lowercase()));
     }
-    let v = ctx.ui.input_optional(
-        "Commerce ID from Partner Center > App management (optional, Enter to skip)",
-        validate_guid,
-    )?;
+    // Short prompt, so that a GUID typed after it fits in 80 columns: where the input wraps,
+    // dialoguer's redraw after a validation error leaves a stale line behind.
+    if ctx.ui.interactive {
+        ctx.ui
+            .info(format!("The Commerce ID is shown in {COMMERCE_ID_WHERE}."));
+    }
+    let v = ctx
+        .ui
+        .input_optional("Commerce ID (optional, Enter to skip)", validate_guid)?;
     Ok(v.map(|c| c.to_lowercase()))
 }
 
