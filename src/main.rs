@@ -8,6 +8,7 @@ use csp_onboard::report;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let json = cli.global.json;
+    let terminal = TerminalSettings::save();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -20,20 +21,81 @@ fn main() -> std::process::ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
+        let interrupt = interrupt_signal();
+        // The command runs in its own task so that a Ctrl-C is seen even while it blocks on a
+        // prompt (a hidden prompt reads with the terminal's signals on: Ctrl-C is a SIGINT).
+        let command = tokio::spawn(csp_onboard::commands::run(cli));
         tokio::select! {
-            r = csp_onboard::commands::run(cli) => r,
-            _ = tokio::signal::ctrl_c() => Err(report::interrupted()),
+            biased;
+            _ = interrupt => Err(report::interrupted()),
+            r = command => r.unwrap_or_else(|e| Err(anyhow::anyhow!("internal error: {e}"))),
         }
     });
     let code = match outcome {
         Ok(exit) => exit.code(),
-        Err(err) => report::print_error(&err, json).code(),
+        Err(err) => {
+            // A prompt may have turned echo off or hidden the cursor when it was interrupted.
+            terminal.restore();
+            report::print_error(&err, json).code()
+        }
     };
-    // Prompts and spinners may have hidden the cursor; a Ctrl-C must not leave it hidden.
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let _ = console::Term::stderr().show_cursor();
     }
     // Dropping the runtime would wait for blocking tasks (a prompt waiting for a key).
     runtime.shutdown_background();
     std::process::ExitCode::from(code as u8)
+}
+
+/// Registered at once (not on first poll), so no Ctrl-C slips by before the command starts.
+fn interrupt_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let sig = signal(SignalKind::interrupt());
+        async move {
+            match sig {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The terminal's settings at start, put back on an interrupted or failed run.
+struct TerminalSettings {
+    #[cfg(unix)]
+    saved: Option<libc::termios>,
+}
+
+impl TerminalSettings {
+    fn save() -> Self {
+        #[cfg(unix)]
+        {
+            // SAFETY: tcgetattr writes a termios into the zeroed value we own; fd 0 is stdin.
+            let saved = unsafe {
+                let mut t: libc::termios = std::mem::zeroed();
+                (libc::isatty(0) == 1 && libc::tcgetattr(0, &mut t) == 0).then_some(t)
+            };
+            TerminalSettings { saved }
+        }
+        #[cfg(not(unix))]
+        TerminalSettings {}
+    }
+
+    fn restore(&self) {
+        #[cfg(unix)]
+        if let Some(t) = &self.saved {
+            // SAFETY: restores settings read from the same descriptor at start.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, t);
+            }
+        }
+    }
 }

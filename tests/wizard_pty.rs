@@ -688,10 +688,8 @@ async fn an_80_column_window_shows_each_prompt_once() {
 }
 
 /// The secret prompt reads a line with echo off but signals on, so Ctrl-C there is a SIGINT,
-/// not a key. The prompt runs inside `block_in_place` in the same task as main's ctrl_c
-/// branch, so the signal is caught but nothing acts on it: the wizard keeps waiting.
+/// not a key: the command runs in its own task so main still sees it, and echo comes back.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known bug: Ctrl-C at the hidden secret prompt is swallowed (see the lead's report)"]
 async fn ctrl_c_at_the_secret_prompt_exits_130() {
     let emu = emulator(fast_knobs()).await;
     let (app_id, _, _) = emu.portal_create_app("Made in Partner Center");
