@@ -37,7 +37,12 @@ pub fn classify(err: &anyhow::Error) -> UserError {
 pub fn print_error(err: &anyhow::Error, json: bool) -> Exit {
     let u = classify(err);
     if u.exit == Exit::Interrupted {
-        eprintln!("\n{}", style("Interrupted.").yellow());
+        let word = if u.message == "cancelled" {
+            "Cancelled."
+        } else {
+            "Interrupted."
+        };
+        eprintln!("\n{}", style(word).yellow());
     } else {
         // The outer contexts say what we were doing; the classified error says what went wrong.
         let mut doing: Vec<String> = err

@@ -692,3 +692,31 @@ async fn no_secret_or_token_on_any_output_even_at_the_highest_verbosity() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_with_a_wrong_app_id_fails_fast_instead_of_waiting_for_propagation() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (_, _, secret) = emu.portal_create_app("Made in the portal");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--tenant",
+                &emu.tenant_id(),
+                "--app-id",
+                "0f9e8d7c-6b5a-4c3d-9e1f-2a3b4c5d6e7f",
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("700016"), "{}", stderr(&out));
+    assert_eq!(
+        emu.count("POST", "/oauth2/v2.0/token"),
+        1,
+        "one try: a portal app is not replicating"
+    );
+}

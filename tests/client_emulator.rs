@@ -47,6 +47,7 @@ fn verify_opts(budget: Duration) -> VerifyOptions {
         spacing: Duration::from_millis(50),
         fast_phase: budget,
         max_backoff: Duration::from_millis(300),
+        app_is_new: true,
     }
 }
 

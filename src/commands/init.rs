@@ -67,13 +67,13 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
         return super::rotate::rotate_profile(ctx, p.clone(), &req).await;
     }
 
-    let way = choose_way(ctx, &args, existing.as_ref())?;
-    let ep = ctx.endpoints(cloud).await?;
     ctx.ui.heading(format!(
         "csp-onboard init · profile '{}' · {} cloud",
         ctx.profile,
         cloud.as_str()
     ));
+    let way = choose_way(ctx, &args, existing.as_ref())?;
+    let ep = ctx.endpoints(cloud).await?;
     // Open the store first: finding a locked keychain after creating a key helps nobody.
     let secrets = ctx.secrets(cloud).await?;
     match way {
@@ -228,7 +228,10 @@ pub fn verify_options(timeout_secs: u64) -> VerifyOptions {
 /// A pasted secret was usually made a while ago, and a wrong one would otherwise keep the admin
 /// waiting the whole propagation window: a shorter window, still long enough for a fresh key.
 fn capture_verify_options(timeout_secs: u64) -> VerifyOptions {
-    verify_options(timeout_secs.min(90))
+    VerifyOptions {
+        app_is_new: false,
+        ..verify_options(timeout_secs.min(90))
+    }
 }
 
 /// Capture: an app and key made in the portal. No admin sign-in; prove the secret, store it.
@@ -466,6 +469,19 @@ async fn onboard(
     } else {
         check_account(ctx, &graph).await?
     };
+    // A mistyped App ID should fail before any further question.
+    let existing_app = match &way {
+        WayIn::Existing(app_id) if !args.dry_run => {
+            let spin = ctx.ui.spinner("Looking up the web app…");
+            let app = graph
+                .get_application(app_id)
+                .await
+                .context("looking up the web app")?;
+            spin.finish();
+            Some(app.ok_or_else(|| rotation::app_not_found(app_id, &account.tenant_id))?)
+        }
+        _ => None,
+    };
     let days = choose_lifetime(ctx, args.secret_years, account.policy.as_ref())?;
     if args.dry_run {
         return dry_run(ctx, args, ep, &graph, &account, &way, days, secrets).await;
@@ -526,14 +542,8 @@ async fn onboard(
             ));
             (app.app_id, app.id, Some(name), true)
         }
-        WayIn::Existing(app_id) => {
-            let spin = ctx.ui.spinner("Looking up the web app…");
-            let app = graph
-                .get_application(&app_id)
-                .await
-                .context("looking up the web app")?;
-            spin.finish();
-            let app = app.ok_or_else(|| rotation::app_not_found(&app_id, &account.tenant_id))?;
+        WayIn::Existing(_) => {
+            let app = existing_app.expect("looked up for WayIn::Existing");
             ctx.ui.done(format!(
                 "Using the web app '{}' (App ID {})",
                 app.display_name.as_deref().unwrap_or("unnamed"),
@@ -682,9 +692,9 @@ pub async fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
     ui.info(format!("  App ID                  {}", p.app_id));
     match &p.commerce_id {
         Some(c) => ui.info(format!("  Commerce ID             {c}")),
-        None => ui.info(format!(
-            "  Commerce ID             not given: it is shown in {COMMERCE_ID_WHERE}"
-        )),
+        None => {
+            ui.info("  Commerce ID             not given (see Partner Center > App management)")
+        }
     }
     ui.info(format!(
         "  Secret                  {}…  (expires {})",
@@ -695,10 +705,17 @@ pub async fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
     ));
     ui.info(format!("  Stored in               {location}"));
     ui.heading("Next steps");
-    ui.info("  • Microsoft Cost Management for partners (Azure portal, billing-account scope) needs no secret.");
-    ui.info("  • A third-party cost tool takes the tenant ID, App ID and secret, plus the");
-    ui.info("    \"Billing account reader\" role: `csp-onboard show --reveal` (or --json) hands them over.");
-    ui.info("  • `csp-onboard check` proves the key still works; run `csp-onboard init` again to rotate it.");
+    for line in [
+        "  • Microsoft Cost Management for partners (Azure portal, billing-account",
+        "    scope) needs no secret.",
+        "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the",
+        "    \"Billing account reader\" role: `csp-onboard show --reveal` (or --json)",
+        "    hands them over.",
+        "  • `csp-onboard check` proves the key still works; `csp-onboard rotate`",
+        "    (or `init` again) replaces it before it expires.",
+    ] {
+        ui.info(line);
+    }
     let mut doc = serde_json::json!({"ok": true, "action": action, "store": p.store, "store_location": location});
     if let (Some(obj), serde_json::Value::Object(pj)) = (doc.as_object_mut(), profile_json(p)) {
         obj.extend(pj);

@@ -63,6 +63,16 @@ fn is_fresh(p: &Profile, window_days: u32) -> bool {
             .is_some_and(|e| days_left(e) > i64::from(window_days))
 }
 
+/// A rotation keeps the lifetime the admin chose last time (1 or 2 years), unless told otherwise.
+fn previous_years(p: &Profile) -> Option<u8> {
+    let (end, start) = (p.secret_expires?, p.verified_at?);
+    Some(if (end - start).whole_days() > 540 {
+        2
+    } else {
+        1
+    })
+}
+
 /// The key lifetime in days for a rotation: the requested years within the tenant policy.
 fn lifetime_days(policy: Option<&LifetimePolicy>, years: Option<u8>) -> Result<i64, UserError> {
     if policy.is_some_and(|p| p.passwords_blocked) {
@@ -147,7 +157,7 @@ pub async fn rotate_profile(
         p.profile, p.app_id
     ));
     let s = open_session(ctx, &p, req.sign_in).await?;
-    let days = lifetime_days(s.policy.as_ref(), req.years)?;
+    let days = lifetime_days(s.policy.as_ref(), req.years.or_else(|| previous_years(&p)))?;
     let end = OffsetDateTime::now_utc() + Duration::days(days);
     if req.dry_run {
         return dry_run(ctx, &s, &p, end, &req.retirement).await;

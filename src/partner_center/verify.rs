@@ -28,6 +28,9 @@ pub struct VerifyOptions {
     pub fast_phase: Duration,
     /// Cap of one backoff step after the fast phase.
     pub max_backoff: Duration,
+    /// The app was just created: AADSTS700016 (app not found) is replication lag, not a wrong
+    /// App ID or tenant. False for an app made long ago (captured from the portal).
+    pub app_is_new: bool,
 }
 
 impl Default for VerifyOptions {
@@ -38,6 +41,7 @@ impl Default for VerifyOptions {
             spacing: Duration::from_millis(500),
             fast_phase: Duration::from_secs(30),
             max_backoff: Duration::from_secs(15),
+            app_is_new: true,
         }
     }
 }
@@ -165,7 +169,8 @@ pub async fn verify_secret(
                 continue;
             }
             Err(Failed::Token(e)) if e.has_aadsts(7000222) => return Err(VerifyError::Expired(e)),
-            Err(Failed::Token(e)) if e.is_invalid_secret() || e.has_aadsts(700016) => e,
+            Err(Failed::Token(e)) if e.is_invalid_secret() => e,
+            Err(Failed::Token(e)) if e.has_aadsts(700016) && opts.app_is_new => e,
             Err(Failed::Token(e)) => return Err(VerifyError::Api(e)),
             // Refused before it ever worked: registration, not propagation (PC checks the app, not the secret).
             Err(Failed::PartnerCenter(e)) if partner_center_refuses(&e) && !accepted_once => {
@@ -221,6 +226,7 @@ mod tests {
             spacing: Duration::from_millis(5),
             fast_phase: Duration::from_millis(50),
             max_backoff: Duration::from_millis(40),
+            app_is_new: true,
         }
     }
 

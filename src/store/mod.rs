@@ -152,6 +152,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The reason in a few words, without the platform's detail (for notices).
+    pub fn short(&self) -> &'static str {
+        match self {
+            StoreError::NoSessionBus(_) => "no D-Bus session bus",
+            StoreError::NoProvider(_) => "no Secret Service on the session bus",
+            StoreError::Locked(_) => "the keychain is locked",
+            StoreError::NoCollection(_) => "no default keychain collection",
+            StoreError::Unsupported(_) => "the keychain refused the operation",
+            StoreError::Io(_) => "an I/O error",
+            StoreError::Other(_) => "a keychain error",
+        }
+    }
+
     /// The message for the person at the terminal: what went wrong, the next step, exit code 6.
     pub fn to_user_error(&self) -> UserError {
         let file_alt = "or pass --store file to keep the secret in a 0600 file instead";
@@ -304,7 +317,8 @@ pub fn open_secrets(
             Err(e) if cloud == Cloud::Emulator => {
                 let file = open_file_backend()?;
                 let notice = format!(
-                    "keychain unavailable ({e}); the emulator's fake secrets go to the file store at {}",
+                    "keychain unavailable ({}); the emulator's fake secrets go to the file store at {}",
+                    e.short(),
                     file.dir().display()
                 );
                 Ok((Secrets::new(Arc::new(file)), Some(notice)))
