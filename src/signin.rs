@@ -189,6 +189,9 @@ pub async fn sign_in(
                 console::style(&dc.verification_uri).underlined(),
                 console::style(&dc.user_code).bold()
             ));
+            if ep.cloud == Cloud::Emulator {
+                ui.info("(The built-in emulator approves this code by itself in a moment.)");
+            }
             let spin = ui.spinner("Waiting for you to sign in…");
             let t = pc::device_code_poll(http, ep, &client, &dc, |e| match e {
                 PollEvent::SlowDown { interval } => spin.set(format!(

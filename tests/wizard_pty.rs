@@ -274,7 +274,7 @@ async fn way_in_1_creates_a_web_app_with_a_two_year_key() {
             user_code.trim().len() >= 6,
             "a user code is shown: {user_code:?}"
         );
-        s.expect("Signed in as ");
+        s.expect("Account: ");
         s.expect(LIFETIME);
         s.expect("2 years");
         s.keys(DOWN);

@@ -335,7 +335,7 @@ async fn check_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
     let org = org.context("reading the tenant")?;
     let tenant_name = org.display_name.clone();
     ctx.ui.done(format!(
-        "Signed in as {} in {} ({})",
+        "Account: {} in {} ({})",
         me.user_principal_name,
         tenant_name.as_deref().unwrap_or("the tenant"),
         org.id
