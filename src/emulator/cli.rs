@@ -57,6 +57,11 @@ pub struct EmulatorArgs {
     /// Device-code polling interval in seconds (Entra: 5).
     #[arg(long, value_name = "SECS")]
     pub device_code_interval: Option<u64>,
+    /// Write the request log to FILE (replaced at start) as JSON lines (seq, start time in Unix ms, service, method,
+    /// path with credentials masked, status), flushed every 20 ms and at exit. For benchmarks and
+    /// scripts; no bodies or secrets are written.
+    #[arg(long = "log", value_name = "FILE")]
+    pub log: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -153,11 +158,90 @@ impl EmulatorArgs {
 
 /// Start, print where everything is, serve until Ctrl-C.
 pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
+    // Taken before the listeners start, so every logged `Instant` is later than `t0`.
+    let clock = (std::time::Instant::now(), std::time::SystemTime::now());
     let emu = Emulator::start(args.config()).await?;
+    let log = match &args.log {
+        Some(path) => Some(RequestLogFile::create(path, clock)?),
+        None => None,
+    };
+    let flusher = log.clone().map(|log| {
+        let emu = emu.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                log.flush(&emu);
+            }
+        })
+    });
     print!("{}", banner(&emu, args.state.as_deref()));
     tokio::signal::ctrl_c().await?;
+    if let Some(f) = flusher {
+        f.abort();
+    }
+    if let Some(log) = log {
+        log.flush(&emu);
+    }
     emu.shutdown().await;
     Ok(())
+}
+
+/// `--log FILE`: the in-memory request log, appended to a file as it grows (entries are logged
+/// when their response is decided, so each one written is final).
+#[derive(Clone)]
+struct RequestLogFile {
+    inner: std::sync::Arc<std::sync::Mutex<(std::fs::File, usize)>>,
+    clock: (std::time::Instant, std::time::SystemTime),
+}
+
+impl RequestLogFile {
+    fn create(
+        path: &std::path::Path,
+        clock: (std::time::Instant, std::time::SystemTime),
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("creating the request log {}", path.display()))?;
+        Ok(RequestLogFile {
+            inner: std::sync::Arc::new(std::sync::Mutex::new((file, 0))),
+            clock,
+        })
+    }
+
+    fn flush(&self, emu: &Emulator) {
+        use std::io::Write;
+        let requests = emu.requests();
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, written) = &mut *guard;
+        if requests.len() <= *written {
+            return;
+        }
+        let (t0, wall0) = self.clock;
+        let mut out = String::new();
+        for r in &requests[*written..] {
+            let start = wall0 + r.at.saturating_duration_since(t0);
+            let start_ms = start
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .unwrap_or_default();
+            let line = serde_json::json!({
+                "seq": r.seq,
+                "start_unix_ms": start_ms,
+                "service": format!("{:?}", r.service),
+                "method": r.method,
+                "path": r.path,
+                "status": r.status,
+                "delivered": r.delivered,
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        if let Err(e) = file.write_all(out.as_bytes()).and_then(|()| file.flush()) {
+            eprintln!("csp-onboard emulator: could not write the request log: {e}");
+            return;
+        }
+        *written = requests.len();
+    }
 }
 
 /// What `csp-onboard emulator` prints: where everything is, and the variables for `--cloud custom`.
