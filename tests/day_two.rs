@@ -480,3 +480,80 @@ fn completions_load_in_bash_and_the_man_page_renders() {
         assert!(String::from_utf8_lossy(&rendered.stdout).contains("csp-onboard"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reads_the_policy_only_when_graph_refuses_the_lifetime() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+                "--tenant",
+                &tenant,
+                "--secret-years",
+                "2",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rot = [
+        "rotate",
+        "--non-interactive",
+        "--json",
+        "--auth",
+        "device-code",
+    ];
+    let before = emu.count("GET", "defaultAppManagementPolicy");
+    let out = cli.run(&rot, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        emu.count("GET", "defaultAppManagementPolicy"),
+        before,
+        "no policy read on an ordinary rotation"
+    );
+    let end = time::OffsetDateTime::parse(
+        json(&out)["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        (end - OffsetDateTime::now_utc()).whole_days() > 700,
+        "the previous 2-year lifetime is kept"
+    );
+
+    // The tenant now caps secrets at a year: the 2-year attempt is refused, the policy read, a 1-year key made.
+    emu.update_knobs(|k| {
+        k.max_password_lifetime = Some(std::time::Duration::from_secs(365 * 86400))
+    });
+    let out = cli.run(&rot, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let end = time::OffsetDateTime::parse(
+        json(&out)["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!((end - OffsetDateTime::now_utc()).whole_days() <= 365);
+    assert_eq!(emu.count("GET", "defaultAppManagementPolicy"), before + 1);
+    // Asked for explicitly, a refused lifetime is exit 5.
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+                "--secret-years",
+                "2",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+}

@@ -394,8 +394,13 @@ fn choose_lifetime(
     ctx: &Ctx,
     years_flag: Option<u8>,
     policy: Option<&LifetimePolicy>,
+    new_app: bool,
 ) -> anyhow::Result<i64> {
-    if policy.is_some_and(|p| p.passwords_blocked) {
+    // For a new app the tenant default is the whole story: stop before creating anything.
+    // An existing app may be exempt (own policy, or created before the restriction): Graph decides.
+    if policy.is_some_and(|p| p.passwords_blocked) && !new_app {
+        ctx.ui.warn("The tenant's default policy blocks new secrets; trying anyway, since this app may be exempt.");
+    } else if policy.is_some_and(|p| p.passwords_blocked) {
         return Err(UserError::new(Exit::Policy, "the tenant's app management policy does not allow client secrets")
             .hint("ask a Global Administrator to allow password credentials for this app (Entra ID > App management policies), or use a certificate-based tool")
             .into());
@@ -482,7 +487,12 @@ async fn onboard(
         }
         _ => None,
     };
-    let days = choose_lifetime(ctx, args.secret_years, account.policy.as_ref())?;
+    let days = choose_lifetime(
+        ctx,
+        args.secret_years,
+        account.policy.as_ref(),
+        way == WayIn::Create,
+    )?;
     if args.dry_run {
         return dry_run(ctx, args, ep, &graph, &account, &way, days, secrets).await;
     }
@@ -584,36 +594,38 @@ async fn onboard(
     let spin = ctx
         .ui
         .spinner("Creating the service principal (waiting for replication)…");
-    let sp = graph
-        .create_service_principal(&app_id)
-        .await
-        .context("creating the app's service principal")?;
-    spin.finish();
-    ctx.ui.done("Service principal ready");
-    if created {
-        let spin = ctx.ui.spinner("Adding the app to AdminAgents…");
-        match graph
-            .find_group(ADMIN_AGENTS)
-            .await
-            .context("looking up the AdminAgents group")?
-        {
-            Some(gid) => {
-                let m = graph
-                    .add_group_member(&gid, &sp.id)
-                    .await
-                    .context("adding the app to AdminAgents")?;
-                spin.finish();
-                ctx.ui.done(match m {
-                    Membership::Added => "Added the app to AdminAgents",
-                    Membership::AlreadyMember => "The app is already in AdminAgents",
-                });
-            }
-            None => {
-                spin.finish();
-                ctx.ui
-                    .warn("No AdminAgents group in this tenant; skipped the pre-consent step.");
-            }
+    // The AdminAgents lookup depends on nothing just created: it runs beside the SP creation.
+    let (sp, group) = tokio::join!(graph.create_service_principal(&app_id), async {
+        if created {
+            Some(graph.find_group(ADMIN_AGENTS).await)
+        } else {
+            None
         }
+    });
+    spin.finish();
+    let sp = sp.context("creating the app's service principal")?;
+    ctx.ui.done("Service principal ready");
+    match group
+        .transpose()
+        .context("looking up the AdminAgents group")?
+    {
+        Some(Some(gid)) => {
+            let spin = ctx.ui.spinner("Adding the app to AdminAgents…");
+            let m = graph
+                .add_group_member(&gid, &sp.id)
+                .await
+                .context("adding the app to AdminAgents")?;
+            spin.finish();
+            ctx.ui.done(match m {
+                Membership::Added => "Added the app to AdminAgents",
+                Membership::AlreadyMember => "The app is already in AdminAgents",
+            });
+        }
+        Some(None) => {
+            ctx.ui
+                .warn("No AdminAgents group in this tenant; skipped the pre-consent step.");
+        }
+        None => {}
     }
 
     let engine = Engine {

@@ -63,6 +63,15 @@ fn is_fresh(p: &Profile, window_days: u32) -> bool {
             .is_some_and(|e| days_left(e) > i64::from(window_days))
 }
 
+fn lifetime_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::partner_center::ApiError>()
+            .is_some_and(|a| {
+                a.graph_code.as_deref() == Some("CredentialInvalidLifetimeAsPerAppPolicy")
+            })
+    })
+}
+
 /// A rotation keeps the lifetime the admin chose last time (1 or 2 years), unless told otherwise.
 fn previous_years(p: &Profile) -> Option<u8> {
     let (end, start) = (p.secret_expires?, p.verified_at?);
@@ -74,14 +83,9 @@ fn previous_years(p: &Profile) -> Option<u8> {
 }
 
 /// The key lifetime in days for a rotation: the requested years within the tenant policy.
+/// A policy that blocks secrets is not decided here: for an existing app it may not apply
+/// (it can be limited to apps created later, or overridden for this app), so Graph decides.
 fn lifetime_days(policy: Option<&LifetimePolicy>, years: Option<u8>) -> Result<i64, UserError> {
-    if policy.is_some_and(|p| p.passwords_blocked) {
-        return Err(UserError::new(
-            Exit::Policy,
-            "the tenant's app management policy does not allow client secrets",
-        )
-        .hint("ask a Global Administrator to allow password credentials (Entra ID > App management policies)"));
-    }
     let max = policy
         .and_then(|p| p.max_password_lifetime_days)
         .map(i64::from);
@@ -106,7 +110,14 @@ struct Session {
 }
 
 /// Endpoints, store and one sign-in to `tenant`, shared by the rotations of that tenant.
-async fn open_session(ctx: &mut Ctx, p: &Profile, sign_in: &SignInArgs) -> anyhow::Result<Session> {
+/// The policy is read up front only when asked: a single rotation reads it only if Graph
+/// refuses the lifetime, which saves a request on every ordinary rotation.
+async fn open_session(
+    ctx: &mut Ctx,
+    p: &Profile,
+    sign_in: &SignInArgs,
+    read_policy: bool,
+) -> anyhow::Result<Session> {
     let cloud = ctx.cloud(Some(p));
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud).await?;
@@ -117,13 +128,10 @@ async fn open_session(ctx: &mut Ctx, p: &Profile, sign_in: &SignInArgs) -> anyho
         .unwrap_or_else(|| p.tenant_id.clone());
     let signed = signin::sign_in(&ctx.ui, &http, &ep, sign_in, Some(&tenant)).await?;
     let graph = Graph::new(http.clone(), &ep, signed.graph_token);
-    let policy = match graph.default_app_management_policy().await {
-        Ok(p) => Some(p),
-        Err(e) => {
-            ctx.ui
-                .detail(format!("could not read the app management policy: {e}"));
-            None
-        }
+    let policy = if read_policy {
+        read_policy_of(&ctx.ui, &graph).await
+    } else {
+        None
     };
     Ok(Session {
         ep,
@@ -132,6 +140,17 @@ async fn open_session(ctx: &mut Ctx, p: &Profile, sign_in: &SignInArgs) -> anyho
         secrets,
         policy,
     })
+}
+
+async fn read_policy_of(ui: &Ui, graph: &Graph) -> Option<LifetimePolicy> {
+    match graph.default_app_management_policy().await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            // Admin agents may not read policies; addPassword still enforces them.
+            ui.detail(format!("could not read the app management policy: {e}"));
+            None
+        }
+    }
 }
 
 fn engine<'a>(ui: &'a Ui, s: &'a Session, meta: &'a MetaStore, verify_timeout: u64) -> Engine<'a> {
@@ -156,16 +175,33 @@ pub async fn rotate_profile(
         "Rotating the key of profile '{}' (App ID {})",
         p.profile, p.app_id
     ));
-    let s = open_session(ctx, &p, req.sign_in).await?;
-    let days = lifetime_days(s.policy.as_ref(), req.years.or_else(|| previous_years(&p)))?;
+    let mut s = open_session(ctx, &p, req.sign_in, req.dry_run).await?;
+    let years = req.years.or_else(|| previous_years(&p));
+    let days = lifetime_days(s.policy.as_ref(), years)?;
     let end = OffsetDateTime::now_utc() + Duration::days(days);
     if req.dry_run {
         return dry_run(ctx, &s, &p, end, &req.retirement).await;
     }
-    let (outcome, retired) = engine(&ctx.ui, &s, &ctx.meta, req.verify_timeout)
+    let first = engine(&ctx.ui, &s, &ctx.meta, req.verify_timeout)
         .replace_key(&mut p, end, &req.retirement)
-        .await
-        .context("rotating the key")?;
+        .await;
+    let (outcome, retired) = match first {
+        // Refused for its lifetime (nothing was created): read the policy, and unless the admin
+        // asked for that lifetime explicitly, try once more with the longest one allowed.
+        Err(e) if lifetime_refused(&e) && req.years.is_none() => {
+            s.policy = read_policy_of(&ctx.ui, &s.graph).await;
+            let days = lifetime_days(s.policy.as_ref(), Some(1))?;
+            ctx.ui.info(format!(
+                "The tenant's policy refuses that lifetime; making a key of {days} days instead."
+            ));
+            let end = OffsetDateTime::now_utc() + Duration::days(days);
+            engine(&ctx.ui, &s, &ctx.meta, req.verify_timeout)
+                .replace_key(&mut p, end, &req.retirement)
+                .await
+        }
+        other => other,
+    }
+    .context("rotating the key")?;
     let action = match outcome {
         Outcome::Replaced => "rotated",
         Outcome::Resumed => {
@@ -340,7 +376,7 @@ async fn rotate_all(
     };
     for group in groups {
         // A failed sign-in or a blocking policy fails the whole tenant group, not the batch.
-        let prepared = match open_session(ctx, &group[0], req.sign_in).await {
+        let prepared = match open_session(ctx, &group[0], req.sign_in, true).await {
             Ok(s) => lifetime_days(s.policy.as_ref(), req.years).map(|d| (s, d)),
             Err(e) => Err(report::classify(&e)),
         };

@@ -76,7 +76,8 @@
 //! `auto_approve_device_code_after_polls`, `member_of_page_size`, `device_code_interval_secs`,
 //! `device_code_lifetime`, `access_token_lifetime`, `user_without_mfa`, `max_app_passwords`.
 //! Route matching for `throttle` and `faults` is a substring of `"METHOD /path?query"`.
-//! Faults and throttles answer before the request is applied; `hang_after_request` applies it first.
+//! Faults and throttles answer before the request is applied; `hang_after_request` and
+//! `hang_after_route` apply it first.
 //!
 //! # Seed
 //! A CSP partner tenant (random tenant GUID, domain `contoso-partner-xxxx.onmicrosoft.com`);
@@ -176,6 +177,9 @@ pub struct Knobs {
     pub require_pc_app_registration: bool,
     /// The request with this sequence number (1-based, across services) is applied, then never answered.
     pub hang_after_request: Option<u64>,
+    /// Every request whose `"METHOD /path?query"` contains this is applied, then never answered
+    /// (sequence numbers vary when a client sends independent requests in parallel).
+    pub hang_after_route: Option<String>,
     /// Approve a pending device code as `signed_in_user` once it has been polled this many times
     /// (the next poll gets the tokens). `None`: only the page or [`Emulator::approve_device_code`].
     pub auto_approve_device_code_after_polls: Option<u32>,

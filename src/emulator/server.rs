@@ -231,7 +231,11 @@ async fn entry(State(e): State<Entry>, Extension(kill): Extension<Kill>, req: Re
     };
 
     logged.status = response.status().as_u16();
-    let hang = knobs.hang_after_request == Some(seq);
+    let hang = knobs.hang_after_request == Some(seq)
+        || knobs
+            .hang_after_route
+            .as_deref()
+            .is_some_and(|r| route_key.contains(r));
     logged.delivered = !hang;
     shared.log(logged);
     if hang {

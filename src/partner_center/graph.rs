@@ -163,9 +163,12 @@ pub enum Membership {
 /// What the tenant's default app management policy says about password credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LifetimePolicy {
-    /// The longest lifetime allowed for a new secret, in days (`None`: no cap).
+    /// The longest lifetime allowed for a new secret, in days (`None`: no cap). Conservative:
+    /// every enabled restriction already in force counts, whatever app it is limited to.
     pub max_password_lifetime_days: Option<u32>,
-    /// New secrets are not allowed at all.
+    /// Secrets are blocked for apps created now (a restriction with no date, or a date passed).
+    /// For an existing app this is only advice: the restriction may date from after the app
+    /// was created, and an app-specific policy may override the tenant default.
     pub passwords_blocked: bool,
 }
 
@@ -594,6 +597,12 @@ impl Graph {
 }
 
 fn lifetime_policy(v: &serde_json::Value) -> LifetimePolicy {
+    lifetime_policy_at(v, OffsetDateTime::now_utc())
+}
+
+/// The restrictions in force for an app created at `now`: `restrictForAppsCreatedAfterDateTime`
+/// (null: every app) limits a restriction to apps created on or after that date.
+fn lifetime_policy_at(v: &serde_json::Value, now: OffsetDateTime) -> LifetimePolicy {
     let mut out = LifetimePolicy::default();
     if v.get("isEnabled").and_then(|e| e.as_bool()) == Some(false) {
         return out;
@@ -606,7 +615,13 @@ fn lifetime_policy(v: &serde_json::Value) -> LifetimePolicy {
             .get("state")
             .and_then(|s| s.as_str())
             .is_some_and(|s| s.eq_ignore_ascii_case("disabled"));
-        if disabled {
+        let from = r
+            .get("restrictForAppsCreatedAfterDateTime")
+            .and_then(|d| d.as_str())
+            .and_then(|d| {
+                OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).ok()
+            });
+        if disabled || from.is_some_and(|f| f > now) {
             continue;
         }
         match r.get("restrictionType").and_then(|t| t.as_str()) {
@@ -625,6 +640,29 @@ fn lifetime_policy(v: &serde_json::Value) -> LifetimePolicy {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod policy_date_tests {
+    use super::*;
+
+    #[test]
+    fn a_restriction_for_apps_created_later_is_not_in_force_yet() {
+        let v = serde_json::json!({"isEnabled": true, "applicationRestrictions": {"passwordCredentials": [
+            {"restrictionType": "passwordAddition", "state": "enabled", "maxLifetime": null,
+             "restrictForAppsCreatedAfterDateTime": "2030-01-01T00:00:00Z"},
+            {"restrictionType": "passwordLifetime", "state": "enabled", "maxLifetime": "P90D",
+             "restrictForAppsCreatedAfterDateTime": "2030-01-01T00:00:00Z"},
+            {"restrictionType": "passwordLifetime", "state": "enabled", "maxLifetime": "P365D",
+             "restrictForAppsCreatedAfterDateTime": "2019-01-01T00:00:00Z"}]}});
+        let now = time::macros::datetime!(2026-11-30 10:00 UTC);
+        let p = lifetime_policy_at(&v, now);
+        assert!(!p.passwords_blocked);
+        assert_eq!(p.max_password_lifetime_days, Some(365));
+        let later = lifetime_policy_at(&v, time::macros::datetime!(2030-06-01 0:00 UTC));
+        assert!(later.passwords_blocked);
+        assert_eq!(later.max_password_lifetime_days, Some(90));
+    }
 }
 
 /// Whole days in an ISO 8601 duration (`P365D`, `P1Y`, `P1Y6M`, `P90D`, `P2W`, `P1DT12H`), counting a
