@@ -611,7 +611,7 @@ fn token_endpoint(shared: &Shared, req: &Req, tenant: &str) -> Result<Response, 
 fn bad_device_code() -> AadError {
     aad(
         "bad_verification_code",
-        70019,
+        70018,
         "The provided value for the input parameter 'device_code' is not valid.",
     )
 }
