@@ -1499,8 +1499,19 @@ async fn throttling_answers_429_with_retry_after() {
     let t = graph_token(&emu).await;
     let url = format!("{}/v1.0/organization", emu.graph_url());
     for _ in 0..2 {
-        let r = http().get(&url).bearer_auth(&t).send().await.unwrap();
+        let r = http()
+            .get(&url)
+            .bearer_auth(&t)
+            .header("client-request-id", "5e0c1f0a-1111-4222-8333-944455556666")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.headers()["retry-after"], "7");
+        assert_eq!(
+            r.headers()["client-request-id"],
+            "5e0c1f0a-1111-4222-8333-944455556666",
+            "echoed on throttling too"
+        );
         assert_graph(&body(r).await, 429, "TooManyRequests");
     }
     assert_eq!(graph(&emu, "GET", "organization", &t, None).await.0, 200);

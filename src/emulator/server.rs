@@ -230,6 +230,8 @@ async fn entry(State(e): State<Entry>, Extension(kill): Extension<Kill>, req: Re
         },
     };
 
+    let mut response = response;
+    echo_request_ids(e.service, &logged, &mut response);
     logged.status = response.status().as_u16();
     let hang = knobs.hang_after_request == Some(seq)
         || knobs
@@ -243,6 +245,26 @@ async fn entry(State(e): State<Entry>, Extension(kill): Extension<Kill>, req: Re
         return std::future::pending().await;
     }
     response
+}
+
+/// Graph echoes `client-request-id`, Partner Center `MS-RequestId`/`MS-CorrelationId`, on every
+/// answer, injected faults and throttling included (handlers set them on their own answers).
+fn echo_request_ids(service: Service, logged: &LoggedRequest, response: &mut Response) {
+    let pairs: &[(&str, &Option<String>)] = match service {
+        Service::Graph => &[("client-request-id", &logged.client_request_id)],
+        Service::PartnerCenter => &[
+            ("ms-requestid", &logged.ms_request_id),
+            ("ms-correlationid", &logged.ms_correlation_id),
+        ],
+        Service::Authority => &[],
+    };
+    for (name, value) in pairs {
+        if let Some(v) = value
+            && let Ok(v) = axum::http::HeaderValue::from_str(v)
+        {
+            response.headers_mut().insert(*name, v);
+        }
+    }
 }
 
 fn fault_response(service: Service, code: u16) -> Response {
