@@ -28,8 +28,9 @@ pub struct VerifyOptions {
     pub fast_phase: Duration,
     /// Cap of one backoff step after the fast phase.
     pub max_backoff: Duration,
-    /// The app was just created: AADSTS700016 (app not found) is replication lag, not a wrong
-    /// App ID or tenant. False for an app made long ago (captured from the portal).
+    /// The app was just created: AADSTS700016 (app not found) and AADSTS7000229 (no service
+    /// principal in the tenant) are replication lag, not a wrong App ID or tenant. False for an app
+    /// made long ago (captured from the portal): there they are final.
     pub app_is_new: bool,
 }
 
@@ -58,7 +59,7 @@ pub enum VerifyEvent {
 pub enum VerifyError {
     /// A failure that waiting will not fix.
     Api(ApiError),
-    /// Still AADSTS7000215 (or 70002/700016) when the budget ran out.
+    /// Still AADSTS7000215 (or 70002, or 700016/7000229 for a new app) when the budget ran out.
     NeverPropagated { elapsed: Duration, last: ApiError },
     /// The secret authenticates, but Partner Center refuses the app (401/403 other than 900420).
     NotRegisteredInPartnerCenter { last: ApiError },
@@ -128,6 +129,11 @@ async fn attempt(
         .map_err(Failed::PartnerCenter)
 }
 
+/// AADSTS700016 (app not found) or AADSTS7000229 (app has no service principal in the tenant).
+fn new_app_not_replicated(e: &ApiError) -> bool {
+    e.has_aadsts(700016) || e.has_aadsts(7000229)
+}
+
 fn partner_center_refuses(e: &ApiError) -> bool {
     e.service == Service::PartnerCenter
         && matches!(e.status, Some(401 | 403))
@@ -170,7 +176,8 @@ pub async fn verify_secret(
             }
             Err(Failed::Token(e)) if e.has_aadsts(7000222) => return Err(VerifyError::Expired(e)),
             Err(Failed::Token(e)) if e.is_invalid_secret() => e,
-            Err(Failed::Token(e)) if e.has_aadsts(700016) && opts.app_is_new => e,
+            // A new app's object or service principal has not reached this replica yet.
+            Err(Failed::Token(e)) if new_app_not_replicated(&e) && opts.app_is_new => e,
             Err(Failed::Token(e)) => return Err(VerifyError::Api(e)),
             // Refused before it ever worked: registration, not propagation (PC checks the app, not the secret).
             Err(Failed::PartnerCenter(e)) if partner_center_refuses(&e) && !accepted_once => {
@@ -377,6 +384,60 @@ mod tests {
         assert!(matches!(e, VerifyError::Expired(_)));
         assert_eq!(e.to_user_error().exit, Exit::Verify);
         assert_eq!(n, 1);
+    }
+
+    fn missing_service_principal() -> Reply {
+        Reply::json(
+            400,
+            r#"{"error":"invalid_client","error_description":"AADSTS7000229: The client application 11111111-2222-3333-4444-555555555555 is missing service principal in the tenant 8d3c0e7a-1f1b-4a1e-9b53-0c2a5b0f0001.","error_codes":[7000229]}"#,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_new_apps_missing_service_principal_is_replication_lag() {
+        let (r, events, n) = run(
+            vec![
+                missing_service_principal(),
+                token(),
+                pc_ok(),
+                token(),
+                pc_ok(),
+                token(),
+                pc_ok(),
+            ],
+            opts(),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(n, 7, "waited through AADSTS7000229, then confirmed");
+        assert!(matches!(
+            events[0],
+            VerifyEvent::Propagating { attempt: 1, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_old_apps_missing_service_principal_is_final() {
+        let (r, _, n) = run(
+            vec![missing_service_principal()],
+            VerifyOptions {
+                app_is_new: false,
+                ..opts()
+            },
+        )
+        .await;
+        let e = r.unwrap_err();
+        let VerifyError::Api(api) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(api.has_aadsts(7000229));
+        assert_eq!(n, 1, "no waiting: the app is not new");
+        assert!(
+            e.to_user_error()
+                .hint
+                .unwrap()
+                .contains("no service principal")
+        );
     }
 
     #[tokio::test]
