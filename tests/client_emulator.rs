@@ -800,7 +800,7 @@ async fn graph_member_of_follows_every_page_and_finds_the_admin_roles() {
     .await;
     let admin = env.graph().await;
     let all = admin.member_of().await.expect("memberOf");
-    let pages = env.log("GET", "/me/memberOf").len();
+    let pages = env.log("GET", "/me/transitiveMemberOf").len();
     assert!(pages >= 3, "{pages} pages for {} items", all.len());
     assert_eq!(pages, all.len().div_ceil(2), "one request per page of 2");
     assert!(all.iter().any(|o| o.is_global_admin_role()), "{all:?}");
@@ -1827,10 +1827,10 @@ async fn member_of_throttled_on_a_later_page_retries_that_page_only() {
             retry_after_secs: 1,
         }]
     });
-    let before = env.log("GET", "/me/memberOf").len();
+    let before = env.log("GET", "/me/transitiveMemberOf").len();
     let again = g.member_of().await.expect("memberOf with a throttled page");
     assert_eq!(again, all, "same items, none twice");
-    let log = env.log("GET", "/me/memberOf");
+    let log = env.log("GET", "/me/transitiveMemberOf");
     let log = &log[before..];
     assert_eq!(log.len(), all.len().div_ceil(2) + 1, "{:?}", statuses(log));
     assert_eq!(log[1].status, 429);

@@ -315,17 +315,20 @@ impl Graph {
         })
     }
 
-    /// Every group and directory role the user belongs to, all pages.
+    /// Every group and directory role the user belongs to, directly or through nested groups
+    /// (`me/transitiveMemberOf`), all pages. Transitive, because a Global Administrator may hold
+    /// the role through a role-assignable group, and an Admin agent may sit in a group nested in
+    /// AdminAgents: `me/memberOf` lists neither, and the role check would refuse them.
     pub async fn member_of(&self) -> Result<Vec<DirectoryObject>, ApiError> {
         let mut out = Vec::new();
-        let mut url = self.url("me/memberOf?$select=id,displayName,roleTemplateId");
+        let mut url = self.url("me/transitiveMemberOf?$select=id,displayName,roleTemplateId");
         loop {
             let req = self.request(reqwest::Method::GET, url);
             let page: Page<DirectoryObject> = self
                 .http
                 .execute(&req)
                 .await?
-                .json(Service::Graph, "memberOf")?;
+                .json(Service::Graph, "transitiveMemberOf")?;
             out.extend(page.value);
             match page.next_link {
                 Some(next) => url = self.same_origin(&next)?,
@@ -808,11 +811,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn member_of_follows_next_links() {
+    async fn member_of_reads_transitive_memberships_and_follows_next_links() {
         let (g, fake) = graph(vec![
             Reply::json(
                 200,
-                r##"{"value":[{"@odata.type":"#microsoft.graph.directoryRole","id":"r1","displayName":"Global Administrator","roleTemplateId":"62e90394-69f5-4237-9190-012177145e10"}],"@odata.nextLink":"https://graph.microsoft.com/v1.0/me/memberOf?$skiptoken=abc"}"##,
+                r##"{"value":[{"@odata.type":"#microsoft.graph.directoryRole","id":"r1","displayName":"Global Administrator","roleTemplateId":"62e90394-69f5-4237-9190-012177145e10"}],"@odata.nextLink":"https://graph.microsoft.com/v1.0/me/transitiveMemberOf?$skiptoken=abc"}"##,
             ),
             Reply::json(
                 200,
@@ -826,7 +829,13 @@ mod tests {
         assert!(all[0].is_global_admin_role() && !all[0].is_admin_agents_group());
         assert!(all[1].is_admin_agents_group() && !all[1].is_global_admin_role());
         let reqs = fake.requests();
-        assert_eq!(reqs[1].target, "/v1.0/me/memberOf?$skiptoken=abc");
+        // Transitive: a role held through a role-assignable group, or AdminAgents through a
+        // nested group, is listed too.
+        assert_eq!(
+            reqs[0].target,
+            "/v1.0/me/transitiveMemberOf?$select=id,displayName,roleTemplateId"
+        );
+        assert_eq!(reqs[1].target, "/v1.0/me/transitiveMemberOf?$skiptoken=abc");
         assert_eq!(reqs[1].header("authorization"), Some("Bearer graph-token"));
     }
 
