@@ -434,7 +434,9 @@ impl Graph {
         }
     }
 
-    /// The app's service principal in the partner tenant; an existing one (409) is looked up.
+    /// The app's service principal in the partner tenant. An existing one is looked up: Graph says
+    /// so with `Request_MultipleObjectsWithSameKeyValue`, listed with a 409, but the code is what
+    /// Graph asks clients to branch on, so it decides whatever the status (a 409 without it too).
     pub async fn create_service_principal(
         &self,
         app_id: &str,
@@ -451,7 +453,10 @@ impl Graph {
             .await
         {
             Ok(r) => r.json(Service::Graph, "servicePrincipal"),
-            Err(e) if e.status == Some(409) => {
+            Err(e)
+                if e.status == Some(409)
+                    || e.is_graph_code("Request_MultipleObjectsWithSameKeyValue") =>
+            {
                 // The lookup can itself trail the create on another replica.
                 let path = format!("servicePrincipals(appId='{app_id}')");
                 self.get(&path, Some(not_found_yet))
@@ -920,6 +925,27 @@ mod tests {
         ])
         .await;
         assert!(g.remove_password(OBJ_ID, KEY_ID).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_existing_service_principal_is_looked_up_whatever_the_status() {
+        let sp = format!(r#"{{"id":"{OBJ_ID}","appId":"{APP_ID}"}}"#);
+        let (g, fake) = graph(vec![
+            Reply::json(
+                400,
+                r#"{"error":{"code":"Request_MultipleObjectsWithSameKeyValue","message":"Another object with the same value for property servicePrincipalNames already exists."}}"#,
+            ),
+            Reply::json(200, &sp),
+        ])
+        .await;
+        let got = g.create_service_principal(APP_ID).await.unwrap();
+        assert_eq!(got.id, OBJ_ID);
+        let reqs = fake.requests();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(
+            reqs[1].target,
+            format!("/v1.0/servicePrincipals(appId='{APP_ID}')")
+        );
     }
 
     #[tokio::test]
