@@ -800,7 +800,7 @@ async fn graph_member_of_follows_every_page_and_finds_the_admin_roles() {
     .await;
     let admin = env.graph().await;
     let all = admin.member_of().await.expect("memberOf");
-    let pages = env.log("GET", "/me/memberOf").len();
+    let pages = env.log("GET", "/me/transitiveMemberOf").len();
     assert!(pages >= 3, "{pages} pages for {} items", all.len());
     assert_eq!(pages, all.len().div_ceil(2), "one request per page of 2");
     assert!(all.iter().any(|o| o.is_global_admin_role()), "{all:?}");
@@ -1589,8 +1589,38 @@ async fn a_new_secret_is_verified_once_it_has_propagated() {
     assert_eq!(&tokens[tokens.len() - 3..], &[200, 200, 200], "{tokens:?}");
     assert_eq!(
         statuses(&env.log("GET", "/v1/profiles/legalbusiness")),
-        vec![200, 200, 200]
+        vec![200],
+        "Partner Center is asked once, with the first token"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usable_secret_is_verified_with_three_tokens_and_one_partner_center_call() {
+    let env = Env::new(Knobs::default()).await;
+    let (app_id, _, secret) = env.emu.portal_create_app("Portal app");
+    verify_secret(
+        &env.http,
+        &env.ep,
+        &env.tenant(),
+        &app_id,
+        &secret,
+        &verify_opts(Duration::from_secs(5)),
+        |_| {},
+    )
+    .await
+    .expect("verified");
+    let calls: Vec<String> = env
+        .emu
+        .requests()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let tokens = calls.iter().filter(|c| c.contains("/token")).count();
+    let pc = calls
+        .iter()
+        .filter(|c| c.contains("/v1/profiles/legalbusiness"))
+        .count();
+    assert_eq!((tokens, pc, calls.len()), (3, 1, 4), "{calls:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1625,6 +1655,11 @@ async fn a_flapping_secret_is_verified_only_after_three_successes_in_a_row() {
     assert_eq!(counts, vec![1, 1, 1, 2, 3], "a failure resets the count");
     let tokens = statuses(&env.token_polls()[before..]);
     assert_eq!(tokens, vec![200, 401, 200, 401, 200, 200, 200]);
+    assert_eq!(
+        statuses(&env.log("GET", "/v1/profiles/legalbusiness")),
+        vec![200],
+        "flapping is on the token side: Partner Center is not asked again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1792,10 +1827,10 @@ async fn member_of_throttled_on_a_later_page_retries_that_page_only() {
             retry_after_secs: 1,
         }]
     });
-    let before = env.log("GET", "/me/memberOf").len();
+    let before = env.log("GET", "/me/transitiveMemberOf").len();
     let again = g.member_of().await.expect("memberOf with a throttled page");
     assert_eq!(again, all, "same items, none twice");
-    let log = env.log("GET", "/me/memberOf");
+    let log = env.log("GET", "/me/transitiveMemberOf");
     let log = &log[before..];
     assert_eq!(log.len(), all.len().div_ceil(2) + 1, "{:?}", statuses(log));
     assert_eq!(log[1].status, 429);

@@ -893,32 +893,54 @@ async fn onboarding_through_graph_as_global_admin() {
     .await;
     assert_eq!(org["value"][0]["id"], emu.tenant_id());
 
-    // memberOf pages with absolute nextLinks on the emulator's Graph URL.
-    let mut url = format!(
-        "{}/v1.0/me/memberOf?$select=id,displayName,roleTemplateId",
-        emu.graph_url()
-    );
-    let mut items = vec![];
-    let mut pages = 0;
-    loop {
-        let (s, page) = body(http().get(&url).bearer_auth(&t).send().await.unwrap()).await;
-        assert_eq!(s, 200, "{page}");
-        pages += 1;
-        items.extend(page["value"].as_array().unwrap().clone());
-        match page["@odata.nextLink"].as_str() {
-            Some(next) => {
-                assert!(next.starts_with(&emu.graph_url()), "{next}");
-                url = next.to_string();
+    // memberOf and transitiveMemberOf page with absolute nextLinks on the emulator's Graph URL,
+    // each on its own route; with no nested groups here, both list the same objects.
+    let mut listed = vec![];
+    for route in ["memberOf", "transitiveMemberOf"] {
+        let mut url = format!(
+            "{}/v1.0/me/{route}?$select=id,displayName,roleTemplateId",
+            emu.graph_url()
+        );
+        let mut items = vec![];
+        let mut pages = 0;
+        loop {
+            let (s, page) = body(http().get(&url).bearer_auth(&t).send().await.unwrap()).await;
+            assert_eq!(s, 200, "{route}: {page}");
+            pages += 1;
+            items.extend(page["value"].as_array().unwrap().clone());
+            match page["@odata.nextLink"].as_str() {
+                Some(next) => {
+                    assert!(
+                        next.starts_with(&format!("{}/v1.0/me/{route}?", emu.graph_url())),
+                        "{next}"
+                    );
+                    url = next.to_string();
+                }
+                None => break,
             }
-            None => break,
         }
+        assert!(pages >= 2, "{route}");
+        assert!(
+            items
+                .iter()
+                .any(|i| i["roleTemplateId"] == "62e90394-69f5-4237-9190-012177145e10"),
+            "{route}"
+        );
+        assert_graph(
+            &graph(
+                &emu,
+                "GET",
+                &format!("me/{route}?$select=id,shoeSize"),
+                &t,
+                None,
+            )
+            .await,
+            400,
+            "BadRequest",
+        );
+        listed.push(items);
     }
-    assert!(pages >= 2);
-    assert!(
-        items
-            .iter()
-            .any(|i| i["roleTemplateId"] == "62e90394-69f5-4237-9190-012177145e10")
-    );
+    assert_eq!(listed[0], listed[1]);
 
     let (s, _) = graph(
         &emu,

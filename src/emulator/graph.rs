@@ -1,6 +1,6 @@
 //! Microsoft Graph v1.0: the directory reads and writes of the onboarding (me, organization,
-//! memberOf, service principals, applications and their passwords, group members, app policy),
-//! with Graph's error bodies, permissions and replication lag.
+//! memberOf and transitiveMemberOf, service principals, applications and their passwords, group
+//! members, app policy), with Graph's error bodies, permissions and replication lag.
 
 use super::authority::GRAPH_AUDIENCE;
 use super::server::Req;
@@ -330,8 +330,10 @@ fn route(shared: &Shared, req: &Req) -> GResult {
     let m = &req.method;
     match segs.as_slice() {
         ["me"] if m == Method::GET => me(req, &caller),
-        ["me", "memberOf"] if m == Method::GET => {
-            shared.read(|d| member_of(d, req, &caller, &knobs, &shared.urls.graph))
+        // No nested groups here, so the transitive list is the direct one (same paging, same
+        // $select strictness); only the next link names the route that was asked.
+        ["me", route @ ("memberOf" | "transitiveMemberOf")] if m == Method::GET => {
+            shared.read(|d| member_of(d, req, &caller, &knobs, &shared.urls.graph, route))
         }
         ["organization"] if m == Method::GET => shared.read(|d| organization(d, req, &caller)),
         ["servicePrincipals"] if m == Method::POST => {
@@ -418,7 +420,7 @@ fn route(shared: &Shared, req: &Req) -> GResult {
             ))
         }
         ["me" | "organization" | "applications" | "servicePrincipals" | "groups"]
-        | ["me", "memberOf"]
+        | ["me", "memberOf" | "transitiveMemberOf"]
         | ["policies", "defaultAppManagementPolicy"] => Err(method_not_allowed()),
         [first, ..] => Err(segment(first)),
         [] => Err(segment("")),
@@ -583,7 +585,15 @@ const DIR_OBJECT_PROPS: &[&str] = &[
     "deletedDateTime",
 ];
 
-fn member_of(d: &Data, req: &Req, caller: &Caller, knobs: &Knobs, graph_url: &str) -> GResult {
+/// `GET /me/memberOf` and `GET /me/transitiveMemberOf` (`route`, which the next link repeats).
+fn member_of(
+    d: &Data,
+    req: &Req,
+    caller: &Caller,
+    knobs: &Knobs,
+    graph_url: &str,
+    route: &str,
+) -> GResult {
     let u = caller.delegated()?;
     let props = select_list(req);
     if let Some(p) = &props {
@@ -638,7 +648,7 @@ fn member_of(d: &Data, req: &Req, caller: &Caller, knobs: &Knobs, graph_url: &st
             q.push(format!("$top={t}"));
         }
         q.push(format!("$skiptoken=emu{end}"));
-        format!("{graph_url}/v1.0/me/memberOf?{}", q.join("&"))
+        format!("{graph_url}/v1.0/me/{route}?{}", q.join("&"))
     });
     let page_items = items[skip..end]
         .iter()

@@ -41,7 +41,7 @@
 //! |---|---|
 //! | `GET /me` | app-only → 400 BadRequest "/me request is only valid with delegated authentication flow." |
 //! | `GET /organization` | app-only without Organization.Read.All/Directory.Read.All → 403 Authorization_RequestDenied |
-//! | `GET /me/memberOf` | delegated only; groups and directory roles; `@odata.nextLink` (absolute, this emulator's Graph URL, `$skiptoken`) every `member_of_page_size` (or `$top`) items |
+//! | `GET /me/memberOf`, `GET /me/transitiveMemberOf` | delegated only; groups and directory roles (no nested groups here, so both list the same); `$select` of unknown properties 400; `@odata.nextLink` (absolute, this emulator's Graph URL, same route, `$skiptoken`) every `member_of_page_size` (or `$top`) items |
 //! | `GET /servicePrincipals(appId='…')`, `GET /servicePrincipals?$filter=appId eq '…'` | 404 Request_ResourceNotFound; Partner Center's is absent when `not_csp_tenant` |
 //! | `POST /servicePrincipals` `{"appId"}` | unknown props 400; app unknown/replicating 400 Request_BadRequest; exists 409 Request_MultipleObjectsWithSameKeyValue → 201 |
 //! | `POST /applications` | `displayName` required; unknown properties (also inside `web`, `requiredResourceAccess`) 400 BadRequest; bad `signInAudience` 400 Request_BadRequest; no `signInAudience` → `AzureADandPersonalMicrosoftAccount` (Graph's default); caller becomes owner → 201 |
@@ -183,7 +183,7 @@ pub struct Knobs {
     /// Approve a pending device code as `signed_in_user` once it has been polled this many times
     /// (the next poll gets the tokens). `None`: only the page or [`Emulator::approve_device_code`].
     pub auto_approve_device_code_after_polls: Option<u32>,
-    /// Items per `memberOf` page (0 = 100).
+    /// Items per `memberOf` / `transitiveMemberOf` page (0 = 100).
     pub member_of_page_size: usize,
     /// Device code `interval` (None = 5 s). 0 disables `slow_down`.
     pub device_code_interval_secs: Option<u64>,

@@ -60,6 +60,8 @@ impl PartnerCenter {
         );
         req.bearer = Some(self.token.clone());
         req.headers.push(header("accept", "application/json"));
+        // Partner Center's REST reference lists this header as required on every request.
+        req.headers.push(header("ms-contract-version", "v1"));
         // A new ID per logical request; `execute` re-sends these same headers on its retries.
         let request_id = uuid::Uuid::new_v4().to_string();
         req.headers.push(header("ms-requestid", &request_id));
@@ -145,6 +147,11 @@ mod tests {
         );
         assert_eq!(reqs[0].header("authorization"), Some("Bearer pc-token"));
         assert_eq!(reqs[0].header("accept"), Some("application/json"));
+        assert!(
+            reqs.iter()
+                .all(|r| r.header("ms-contract-version") == Some("v1")),
+            "the contract version Partner Center requires"
+        );
         let rid = |i: usize| reqs[i].header("ms-requestid").unwrap().to_string();
         assert_eq!(rid(0), rid(1), "a retry reuses its request ID");
         assert_ne!(rid(1), rid(2), "a new request gets a new one");

@@ -99,12 +99,21 @@ struct DeviceCodeWire {
     user_code: String,
     #[serde(alias = "verification_url")]
     verification_uri: String,
-    #[serde(default, deserialize_with = "number_or_string")]
+    #[serde(
+        default = "default_device_code_lifetime",
+        deserialize_with = "number_or_string"
+    )]
     expires_in: u64,
     #[serde(default = "default_interval", deserialize_with = "number_or_string")]
     interval: u64,
     #[serde(default)]
     message: Option<String>,
+}
+
+/// RFC 8628 makes `expires_in` required; when an answer leaves it out, assume Entra's usual 900 s
+/// rather than 0, which would end the sign-in before the first poll.
+fn default_device_code_lifetime() -> u64 {
+    900
 }
 
 fn default_interval() -> u64 {
@@ -767,6 +776,22 @@ mod tests {
         );
         assert!(reqs[1].body.contains("device_code=Zx8Q"));
         assert_eq!(reqs.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_device_code_without_expires_in_lasts_fifteen_minutes() {
+        let fake = serve(vec![Reply::json(
+            200,
+            &format!(
+                r#"{{"device_code":"{SECRET}","user_code":"ABCD-EFGH","verification_uri":"https://microsoft.com/devicelogin","interval":5}}"#
+            ),
+        )])
+        .await;
+        let ep = endpoints(&fake.base);
+        let dc = device_code_start(&http(), &ep, &client(), &["s".into()])
+            .await
+            .unwrap();
+        assert_eq!(dc.expires_in, 900, "not 0: the sign-in would end at once");
     }
 
     #[tokio::test]

@@ -268,6 +268,11 @@ impl ApiError {
                 "the application was not found in that tenant: check --tenant and the App ID (or --client-id)",
             );
         }
+        if self.has_aadsts(7000229) {
+            return s(
+                "the app has no service principal in this tenant: create one, or check the tenant",
+            );
+        }
         if any(&[50076, 50079, 50074]) {
             return s(
                 "multi-factor authentication is required: sign in interactively again (--auth browser or --auth device-code)",
@@ -725,6 +730,20 @@ mod tests {
         assert_eq!(
             ApiError::new(Service::Authority, ErrorKind::Interaction, "x").exit(),
             Exit::SignIn
+        );
+    }
+
+    #[test]
+    fn missing_service_principal_says_create_one() {
+        let e = parse(
+            Service::Authority,
+            400,
+            r#"{"error":"invalid_client","error_description":"AADSTS7000229: The client application x is missing service principal in the tenant y.","error_codes":[7000229]}"#,
+        );
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.contains("no service principal in this tenant") && hint.contains("create one"),
+            "{hint}"
         );
     }
 

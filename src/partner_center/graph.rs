@@ -318,17 +318,20 @@ impl Graph {
         })
     }
 
-    /// Every group and directory role the user belongs to, all pages.
+    /// Every group and directory role the user belongs to, directly or through nested groups
+    /// (`me/transitiveMemberOf`), all pages. Transitive, because a Global Administrator may hold
+    /// the role through a role-assignable group, and an Admin agent may sit in a group nested in
+    /// AdminAgents: `me/memberOf` lists neither, and the role check would refuse them.
     pub async fn member_of(&self) -> Result<Vec<DirectoryObject>, ApiError> {
         let mut out = Vec::new();
-        let mut url = self.url("me/memberOf?$select=id,displayName,roleTemplateId");
+        let mut url = self.url("me/transitiveMemberOf?$select=id,displayName,roleTemplateId");
         loop {
             let req = self.request(reqwest::Method::GET, url);
             let page: Page<DirectoryObject> = self
                 .http
                 .execute(&req)
                 .await?
-                .json(Service::Graph, "memberOf")?;
+                .json(Service::Graph, "transitiveMemberOf")?;
             out.extend(page.value);
             match page.next_link {
                 Some(next) => url = self.same_origin(&next)?,
@@ -434,7 +437,9 @@ impl Graph {
         }
     }
 
-    /// The app's service principal in the partner tenant; an existing one (409) is looked up.
+    /// The app's service principal in the partner tenant. An existing one is looked up: Graph says
+    /// so with `Request_MultipleObjectsWithSameKeyValue`, listed with a 409, but the code is what
+    /// Graph asks clients to branch on, so it decides whatever the status (a 409 without it too).
     pub async fn create_service_principal(
         &self,
         app_id: &str,
@@ -451,7 +456,10 @@ impl Graph {
             .await
         {
             Ok(r) => r.json(Service::Graph, "servicePrincipal"),
-            Err(e) if e.status == Some(409) => {
+            Err(e)
+                if e.status == Some(409)
+                    || e.is_graph_code("Request_MultipleObjectsWithSameKeyValue") =>
+            {
                 // The lookup can itself trail the create on another replica.
                 let path = format!("servicePrincipals(appId='{app_id}')");
                 self.get(&path, Some(not_found_yet))
@@ -846,11 +854,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn member_of_follows_next_links() {
+    async fn member_of_reads_transitive_memberships_and_follows_next_links() {
         let (g, fake) = graph(vec![
             Reply::json(
                 200,
-                r##"{"value":[{"@odata.type":"#microsoft.graph.directoryRole","id":"r1","displayName":"Global Administrator","roleTemplateId":"62e90394-69f5-4237-9190-012177145e10"}],"@odata.nextLink":"https://graph.microsoft.com/v1.0/me/memberOf?$skiptoken=abc"}"##,
+                r##"{"value":[{"@odata.type":"#microsoft.graph.directoryRole","id":"r1","displayName":"Global Administrator","roleTemplateId":"62e90394-69f5-4237-9190-012177145e10"}],"@odata.nextLink":"https://graph.microsoft.com/v1.0/me/transitiveMemberOf?$skiptoken=abc"}"##,
             ),
             Reply::json(
                 200,
@@ -864,7 +872,13 @@ mod tests {
         assert!(all[0].is_global_admin_role() && !all[0].is_admin_agents_group());
         assert!(all[1].is_admin_agents_group() && !all[1].is_global_admin_role());
         let reqs = fake.requests();
-        assert_eq!(reqs[1].target, "/v1.0/me/memberOf?$skiptoken=abc");
+        // Transitive: a role held through a role-assignable group, or AdminAgents through a
+        // nested group, is listed too.
+        assert_eq!(
+            reqs[0].target,
+            "/v1.0/me/transitiveMemberOf?$select=id,displayName,roleTemplateId"
+        );
+        assert_eq!(reqs[1].target, "/v1.0/me/transitiveMemberOf?$skiptoken=abc");
         assert_eq!(reqs[1].header("authorization"), Some("Bearer graph-token"));
     }
 
@@ -949,6 +963,27 @@ mod tests {
         ])
         .await;
         assert!(g.remove_password(OBJ_ID, KEY_ID).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_existing_service_principal_is_looked_up_whatever_the_status() {
+        let sp = format!(r#"{{"id":"{OBJ_ID}","appId":"{APP_ID}"}}"#);
+        let (g, fake) = graph(vec![
+            Reply::json(
+                400,
+                r#"{"error":{"code":"Request_MultipleObjectsWithSameKeyValue","message":"Another object with the same value for property servicePrincipalNames already exists."}}"#,
+            ),
+            Reply::json(200, &sp),
+        ])
+        .await;
+        let got = g.create_service_principal(APP_ID).await.unwrap();
+        assert_eq!(got.id, OBJ_ID);
+        let reqs = fake.requests();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(
+            reqs[1].target,
+            format!("/v1.0/servicePrincipals(appId='{APP_ID}')")
+        );
     }
 
     #[tokio::test]

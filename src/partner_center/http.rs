@@ -32,7 +32,9 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(120),
+            // Partner Center and Graph ask for up to a few minutes; waiting that out beats failing
+            // a half-done onboarding.
+            max_retry_after: Duration::from_secs(300),
             replication_budget: Duration::from_secs(180),
             request_timeout: REQUEST_TIMEOUT,
         }
@@ -88,7 +90,7 @@ pub(crate) enum Idempotency {
     /// Repeating it has no further effect (GET, token requests, removePassword, $ref adds).
     Idempotent,
     /// Repeating it could do it twice (create app, create SP, addPassword): retried only when the
-    /// server provably did not process it.
+    /// server provably did not process it (any 429, a 503 with Retry-After, a refused connection).
     NotIdempotent,
 }
 
@@ -259,7 +261,10 @@ impl HttpClient {
                         continue;
                     }
                     if matches!(status, 429 | 500 | 502 | 503 | 504) {
-                        if !idempotent || !can_retry {
+                        // 429 means the request was not processed, Retry-After or not: any call
+                        // may repeat it. A 5xx may have done the work: only idempotent calls.
+                        let safe = status == 429 || idempotent;
+                        if !safe || !can_retry {
                             return Err(error);
                         }
                         attempt += 1;
@@ -745,7 +750,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_post_is_retried_when_throttled_with_retry_after_only() {
+    async fn a_throttled_post_is_retried_with_or_without_retry_after() {
         let fake = serve(vec![
             Reply::json(429, THROTTLED).header("retry-after", "0"),
             Reply::json(201, "{}"),
@@ -755,10 +760,40 @@ mod tests {
         http.execute(&post(&fake.base)).await.unwrap();
         assert_eq!(fake.requests().len(), 2);
 
+        // A 429 says the request was not processed, even when it names no time.
         let fake = serve(vec![Reply::json(429, THROTTLED), Reply::json(201, "{}")]).await;
+        let (http, notices) = client();
+        let resp = http.execute(&post(&fake.base)).await.unwrap();
+        assert_eq!(resp.status, 201);
+        assert_eq!(fake.requests().len(), 2);
+        let n = notices.lock().unwrap();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].reason, WaitReason::Throttled);
+        assert!(n[0].delay > Duration::ZERO, "backed off");
+    }
+
+    #[tokio::test]
+    async fn a_post_answered_503_without_retry_after_is_not_repeated() {
+        let fake = serve(vec![
+            Reply::json(
+                503,
+                r#"{"error":{"code":"serviceNotAvailable","message":"x"}}"#,
+            ),
+            Reply::json(201, "{}"),
+        ])
+        .await;
+        let (http, _) = client();
         let e = http.execute(&post(&fake.base)).await.unwrap_err();
-        assert_eq!(e.status, Some(429));
-        assert_eq!(fake.requests().len(), 1);
+        assert_eq!(e.status, Some(503));
+        assert_eq!(fake.requests().len(), 1, "it may have run");
+    }
+
+    #[test]
+    fn default_policy_honours_retry_after_up_to_five_minutes() {
+        assert_eq!(
+            RetryPolicy::default().max_retry_after,
+            Duration::from_secs(300)
+        );
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
-//! Proving a secret works (microsoft-apis.md §5 step 3): an app-only token, then an App-only Partner
-//! Center call, retried through Entra's propagation delay and confirmed several times in a row.
+//! Proving a secret works (microsoft-apis.md §5 step 3): app-only tokens, retried through Entra's
+//! propagation delay and confirmed several times in a row, and one App-only Partner Center call.
 
 use super::api::PartnerCenter;
 use super::auth::client_credentials;
@@ -22,14 +22,16 @@ pub struct VerifyOptions {
     pub budget: Duration,
     /// Successes in a row that count as verified (Entra is eventually consistent).
     pub consecutive: u32,
-    /// Pause between confirmations. The fast-phase retry interval is twice this (1 s by default).
+    /// Pause between confirmations. The fast-phase retry interval is twice this (600 ms by default):
+    /// short, so that a secret is verified soon after it reaches every replica.
     pub spacing: Duration,
     /// For this long after the start, retry at the fast interval; then back off.
     pub fast_phase: Duration,
     /// Cap of one backoff step after the fast phase.
     pub max_backoff: Duration,
-    /// The app was just created: AADSTS700016 (app not found) is replication lag, not a wrong
-    /// App ID or tenant. False for an app made long ago (captured from the portal).
+    /// The app was just created: AADSTS700016 (app not found) and AADSTS7000229 (no service
+    /// principal in the tenant) are replication lag, not a wrong App ID or tenant. False for an app
+    /// made long ago (captured from the portal): there they are final.
     pub app_is_new: bool,
 }
 
@@ -38,7 +40,7 @@ impl Default for VerifyOptions {
         VerifyOptions {
             budget: Duration::from_secs(180),
             consecutive: 3,
-            spacing: Duration::from_millis(500),
+            spacing: Duration::from_millis(300),
             fast_phase: Duration::from_secs(30),
             max_backoff: Duration::from_secs(15),
             app_is_new: true,
@@ -58,9 +60,10 @@ pub enum VerifyEvent {
 pub enum VerifyError {
     /// A failure that waiting will not fix.
     Api(ApiError),
-    /// Still AADSTS7000215 (or 70002/700016) when the budget ran out.
+    /// Still AADSTS7000215 (or 70002, or 700016/7000229 for a new app) when the budget ran out.
     NeverPropagated { elapsed: Duration, last: ApiError },
     /// The secret authenticates, but Partner Center refuses the app (401/403 other than 900420).
+    /// Partner Center checks the app, not the secret: waiting does not change its answer.
     NotRegisteredInPartnerCenter { last: ApiError },
     /// AADSTS7000222: the secret has expired.
     Expired(ApiError),
@@ -106,26 +109,9 @@ impl std::fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
-/// Where one attempt stopped.
-enum Failed {
-    Token(ApiError),
-    PartnerCenter(ApiError),
-}
-
-async fn attempt(
-    http: &HttpClient,
-    ep: &Endpoints,
-    tenant: &str,
-    app_id: &str,
-    secret: &Secret,
-) -> Result<(), Failed> {
-    let token = client_credentials(http, ep, tenant, app_id, secret, &ep.partner_center_scope())
-        .await
-        .map_err(Failed::Token)?;
-    PartnerCenter::new(http.clone(), ep, token.access_token)
-        .legal_business_profile()
-        .await
-        .map_err(Failed::PartnerCenter)
+/// AADSTS700016 (app not found) or AADSTS7000229 (app has no service principal in the tenant).
+fn new_app_not_replicated(e: &ApiError) -> bool {
+    e.has_aadsts(700016) || e.has_aadsts(7000229)
 }
 
 fn partner_center_refuses(e: &ApiError) -> bool {
@@ -134,8 +120,12 @@ fn partner_center_refuses(e: &ApiError) -> bool {
         && e.partner_center_code != Some(RETIRED_AUDIENCE)
 }
 
-/// Prove that `secret` gets an app-only token for `app_id` in `tenant` and that Partner Center
-/// accepts it, `opts.consecutive` times in a row. Returns the time it took.
+/// Prove that `secret` gets an app-only token for `app_id` in `tenant` `opts.consecutive` times in
+/// a row, and that Partner Center accepts such a token. Returns the time it took.
+///
+/// Entra's eventual consistency is on the token side, so only token requests are repeated. Partner
+/// Center is asked once, with the first token that comes back: it checks the app's registration,
+/// which does not flap, and one call per verification keeps the overshoot and the load low.
 pub async fn verify_secret(
     http: &HttpClient,
     ep: &Endpoints,
@@ -149,14 +139,26 @@ pub async fn verify_secret(
     let fast_interval = opts.spacing * 2;
     let need = opts.consecutive.max(1);
     let mut confirmed = 0;
-    let mut accepted_once = false;
+    let mut partner_center_accepted = false;
     let mut attempts: u32 = 0;
     let mut slow_steps: u32 = 0;
+    let scope = ep.partner_center_scope();
     loop {
         attempts += 1;
-        let last = match attempt(http, ep, tenant, app_id, secret).await {
-            Ok(()) => {
-                accepted_once = true;
+        let last = match client_credentials(http, ep, tenant, app_id, secret, &scope).await {
+            Ok(token) => {
+                if !partner_center_accepted {
+                    match PartnerCenter::new(http.clone(), ep, token.access_token)
+                        .legal_business_profile()
+                        .await
+                    {
+                        Ok(()) => partner_center_accepted = true,
+                        Err(e) if partner_center_refuses(&e) => {
+                            return Err(VerifyError::NotRegisteredInPartnerCenter { last: e });
+                        }
+                        Err(e) => return Err(VerifyError::Api(e)),
+                    }
+                }
                 confirmed += 1;
                 on_event(VerifyEvent::Confirmed {
                     count: confirmed,
@@ -168,17 +170,11 @@ pub async fn verify_secret(
                 tokio::time::sleep(opts.spacing).await;
                 continue;
             }
-            Err(Failed::Token(e)) if e.has_aadsts(7000222) => return Err(VerifyError::Expired(e)),
-            Err(Failed::Token(e)) if e.is_invalid_secret() => e,
-            Err(Failed::Token(e)) if e.has_aadsts(700016) && opts.app_is_new => e,
-            Err(Failed::Token(e)) => return Err(VerifyError::Api(e)),
-            // Refused before it ever worked: registration, not propagation (PC checks the app, not the secret).
-            Err(Failed::PartnerCenter(e)) if partner_center_refuses(&e) && !accepted_once => {
-                return Err(VerifyError::NotRegisteredInPartnerCenter { last: e });
-            }
-            // Refused after it worked once: another replica lagging; confirm again.
-            Err(Failed::PartnerCenter(e)) if partner_center_refuses(&e) => e,
-            Err(Failed::PartnerCenter(e)) => return Err(VerifyError::Api(e)),
+            Err(e) if e.has_aadsts(7000222) => return Err(VerifyError::Expired(e)),
+            Err(e) if e.is_invalid_secret() => e,
+            // A new app's object or service principal has not reached this replica yet.
+            Err(e) if new_app_not_replicated(&e) && opts.app_is_new => e,
+            Err(e) => return Err(VerifyError::Api(e)),
         };
         confirmed = 0;
         let elapsed = started.elapsed();
@@ -210,7 +206,7 @@ pub async fn verify_secret(
 
 #[cfg(test)]
 mod tests {
-    use super::super::http::fake::{Reply, serve};
+    use super::super::http::fake::{Reply, Seen, serve};
     use super::super::http::test_policy;
     use super::*;
     use crate::cloud::Cloud;
@@ -249,7 +245,7 @@ mod tests {
     async fn run(
         replies: Vec<Reply>,
         opts: VerifyOptions,
-    ) -> (Result<Duration, VerifyError>, Vec<VerifyEvent>, usize) {
+    ) -> (Result<Duration, VerifyError>, Vec<VerifyEvent>, Vec<Seen>) {
         let fake = serve(replies).await;
         let ep = Endpoints::from_urls(Cloud::Custom, &fake.base, &fake.base, &fake.base).unwrap();
         let http = HttpClient::new().unwrap().with_policy(test_policy());
@@ -258,27 +254,62 @@ mod tests {
             events.push(e)
         })
         .await;
-        (r, events, fake.requests().len())
+        (r, events, fake.requests())
+    }
+
+    /// "token" or "partner center", request by request.
+    fn kinds(seen: &[Seen]) -> Vec<&'static str> {
+        seen.iter()
+            .map(|s| {
+                if s.target.contains("/oauth2/v2.0/token") {
+                    "token"
+                } else if s.target.contains("/v1/profiles/legalbusiness") {
+                    "partner center"
+                } else {
+                    "other"
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_usable_secret_costs_three_tokens_and_one_partner_center_call() {
+        let (r, events, seen) = run(vec![token(), pc_ok(), token(), token()], opts()).await;
+        r.unwrap();
+        assert_eq!(
+            kinds(&seen),
+            vec!["token", "partner center", "token", "token"],
+            "Partner Center is asked once, with the first token"
+        );
+        assert_eq!(events.len(), 3, "{events:?}");
     }
 
     #[tokio::test]
     async fn propagates_then_confirms_three_times() {
-        let (r, events, n) = run(
+        let (r, events, seen) = run(
             vec![
                 invalid_secret(),
                 invalid_secret(),
                 token(),
                 pc_ok(),
                 token(),
-                pc_ok(),
                 token(),
-                pc_ok(),
             ],
             opts(),
         )
         .await;
         r.unwrap();
-        assert_eq!(n, 8);
+        assert_eq!(
+            kinds(&seen),
+            vec![
+                "token",
+                "token",
+                "token",
+                "partner center",
+                "token",
+                "token"
+            ]
+        );
         let confirmed: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
@@ -295,22 +326,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_between_confirmations_resets_the_count() {
-        let (r, events, _) = run(
+        let (r, events, seen) = run(
             vec![
                 token(),
                 pc_ok(),
                 invalid_secret(),
                 token(),
-                pc_ok(),
                 token(),
-                pc_ok(),
                 token(),
-                pc_ok(),
             ],
             opts(),
         )
         .await;
         r.unwrap();
+        assert_eq!(
+            kinds(&seen)
+                .iter()
+                .filter(|k| **k == "partner center")
+                .count(),
+            1,
+            "Partner Center already accepted the app: not asked again"
+        );
         let counts: Vec<u32> = events
             .iter()
             .filter_map(|e| match e {
@@ -323,7 +359,8 @@ mod tests {
 
     #[tokio::test]
     async fn gives_up_when_the_budget_runs_out() {
-        let (r, events, n) = run(vec![invalid_secret()], opts()).await;
+        let (r, events, seen) = run(vec![invalid_secret()], opts()).await;
+        let n = seen.len();
         let e = r.unwrap_err();
         let VerifyError::NeverPropagated { elapsed, last } = &e else {
             panic!("{e:?}")
@@ -340,7 +377,7 @@ mod tests {
 
     #[tokio::test]
     async fn partner_center_refusal_means_register_the_app() {
-        let (r, _, n) = run(
+        let (r, _, seen) = run(
             vec![
                 token(),
                 Reply::json(
@@ -356,7 +393,7 @@ mod tests {
             e,
             VerifyError::NotRegisteredInPartnerCenter { .. }
         ));
-        assert_eq!(n, 2, "no waiting: propagation does not explain it");
+        assert_eq!(seen.len(), 2, "no waiting: propagation does not explain it");
         let u = e.to_user_error();
         assert_eq!(u.exit, Exit::Verify);
         let hint = u.hint.unwrap();
@@ -365,7 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_secret_is_reported_at_once() {
-        let (r, _, n) = run(
+        let (r, _, seen) = run(
             vec![Reply::json(
                 401,
                 r#"{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys are expired.","error_codes":[7000222]}"#,
@@ -376,7 +413,63 @@ mod tests {
         let e = r.unwrap_err();
         assert!(matches!(e, VerifyError::Expired(_)));
         assert_eq!(e.to_user_error().exit, Exit::Verify);
-        assert_eq!(n, 1);
+        assert_eq!(seen.len(), 1);
+    }
+
+    fn missing_service_principal() -> Reply {
+        Reply::json(
+            400,
+            r#"{"error":"invalid_client","error_description":"AADSTS7000229: The client application 11111111-2222-3333-4444-555555555555 is missing service principal in the tenant 8d3c0e7a-1f1b-4a1e-9b53-0c2a5b0f0001.","error_codes":[7000229]}"#,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_new_apps_missing_service_principal_is_replication_lag() {
+        let (r, events, seen) = run(
+            vec![
+                missing_service_principal(),
+                token(),
+                pc_ok(),
+                token(),
+                token(),
+            ],
+            opts(),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(
+            seen.len(),
+            5,
+            "waited through AADSTS7000229, then confirmed"
+        );
+        assert!(matches!(
+            events[0],
+            VerifyEvent::Propagating { attempt: 1, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_old_apps_missing_service_principal_is_final() {
+        let (r, _, seen) = run(
+            vec![missing_service_principal()],
+            VerifyOptions {
+                app_is_new: false,
+                ..opts()
+            },
+        )
+        .await;
+        let e = r.unwrap_err();
+        let VerifyError::Api(api) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(api.has_aadsts(7000229));
+        assert_eq!(seen.len(), 1, "no waiting: the app is not new");
+        assert!(
+            e.to_user_error()
+                .hint
+                .unwrap()
+                .contains("no service principal")
+        );
     }
 
     #[tokio::test]
@@ -408,6 +501,11 @@ mod tests {
         let o = VerifyOptions::default();
         assert_eq!(o.budget, Duration::from_secs(180));
         assert_eq!(o.consecutive, 3);
-        assert_eq!(o.spacing * 2, Duration::from_secs(1), "fast-phase interval");
+        assert_eq!(o.spacing, Duration::from_millis(300));
+        assert_eq!(
+            o.spacing * 2,
+            Duration::from_millis(600),
+            "fast-phase interval"
+        );
     }
 }
