@@ -101,9 +101,13 @@ async fn rerun_rotates_without_downtime_and_leaves_one_key() {
     );
     // The new key was verified before the old one was removed.
     let log = emu.requests();
+    // (the last confirmation is a client-credentials token for the new key)
     let verified_at = log
         .iter()
-        .rposition(|r| r.path.starts_with("/v1/profiles/legalbusiness"))
+        .rposition(|r| {
+            r.path.ends_with("/oauth2/v2.0/token")
+                || r.path.starts_with("/v1/profiles/legalbusiness")
+        })
         .unwrap();
     let removed_at = log
         .iter()

@@ -199,13 +199,16 @@ async fn in_pty(cmd: Command, script: impl FnOnce(&mut Screen) + Send + 'static)
 
 /// A `Cli` on its own profile: with `REAL_SECRET_SERVICE=1` every test shares one keychain,
 /// where the profile name is the item's key.
+/// The real keychain under the CI wrapper, else the file store; a profile of its own either way
+/// (the keychain is shared by every test of the run).
 fn cli_for(emu: &Emulator) -> Cli {
-    let mut cli = Cli::new(emu);
     let unique = uuid::Uuid::new_v4().simple().to_string();
-    cli.env.push((
-        "CSP_ONBOARD_PROFILE".into(),
-        format!("pty-{}", &unique[..12]),
-    ));
+    let profile = format!("pty-{}", &unique[..12]);
+    if common::real_keychain() {
+        return Cli::with_keychain(emu, &profile);
+    }
+    let mut cli = Cli::new(emu);
+    cli.env.push(("CSP_ONBOARD_PROFILE".into(), profile));
     cli
 }
 
