@@ -145,6 +145,8 @@ pub async fn verify_secret(
     let scope = ep.partner_center_scope();
     loop {
         attempts += 1;
+        // Intervals count from the start of an attempt, so a slow answer does not stretch them.
+        let attempt_started = Instant::now();
         let last = match client_credentials(http, ep, tenant, app_id, secret, &scope).await {
             Ok(token) => {
                 if !partner_center_accepted {
@@ -167,7 +169,7 @@ pub async fn verify_secret(
                 if confirmed >= need {
                     return Ok(started.elapsed());
                 }
-                tokio::time::sleep(opts.spacing).await;
+                tokio::time::sleep(opts.spacing.saturating_sub(attempt_started.elapsed())).await;
                 continue;
             }
             Err(e) if e.has_aadsts(7000222) => return Err(VerifyError::Expired(e)),
@@ -189,7 +191,9 @@ pub async fn verify_secret(
                 .saturating_mul(1u32 << slow_steps.min(16))
                 .min(opts.max_backoff)
         };
-        let delay = step.min(opts.budget - elapsed);
+        let delay = step
+            .saturating_sub(attempt_started.elapsed())
+            .min(opts.budget - elapsed);
         on_event(VerifyEvent::Propagating {
             attempt: attempts,
             elapsed,
