@@ -13,6 +13,9 @@ pub struct Ui {
     pub verbose: u8,
     /// Prompts are allowed: not `--non-interactive`, and stdin and stderr are terminals.
     pub interactive: bool,
+    /// `--non-interactive` was asked for (not merely a missing terminal): the caller has
+    /// accepted that nothing is confirmed.
+    pub non_interactive_requested: bool,
 }
 
 impl Ui {
@@ -23,6 +26,7 @@ impl Ui {
             quiet,
             verbose,
             interactive: tty && !non_interactive,
+            non_interactive_requested: non_interactive,
         }
     }
 

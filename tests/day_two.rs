@@ -392,21 +392,21 @@ async fn rotate_all_rotates_every_profile_and_one_throttle_slows_the_batch_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_revoke_deletes_the_key_and_forgets_the_profile() {
     let (emu, cli, doc) = onboarded(fast_knobs()).await;
-    let out = cli
-        .run(&["remove", "--revoke", "--non-interactive"], "")
-        .await;
+    let out = cli.run(&["remove", "--revoke"], "").await;
     assert_eq!(
         code(&out),
         2,
-        "revoking needs --yes when nobody can confirm: {}",
+        "no terminal and no --yes: nobody confirmed: {}",
         stderr(&out)
     );
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    // --non-interactive is the caller's consent, as --yes is.
     let out = cli
         .run(
             &[
                 "remove",
                 "--revoke",
-                "--yes",
+                "--non-interactive",
                 "--json",
                 "--auth",
                 "device-code",
@@ -556,4 +556,49 @@ async fn rotation_reads_the_policy_only_when_graph_refuses_the_lifetime() {
         )
         .await;
     assert_eq!(code(&out), 5, "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_all_goes_on_when_one_profile_fails_and_the_exit_code_says_so() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    let (app, secret) = emu.automation_credentials();
+    cli.env.push((
+        "CSP_ONBOARD_CLIENT_SECRET".into(),
+        secret.expose().to_string(),
+    ));
+    let tenant = emu.tenant_id();
+    let auth = [
+        "--non-interactive",
+        "--json",
+        "--auth",
+        "client-secret",
+        "--client-id",
+        &app,
+        "--tenant",
+        &tenant,
+    ];
+    for profile in ["a", "b", "c"] {
+        let mut a = vec!["init", "--profile", profile];
+        a.extend_from_slice(&auth);
+        assert_eq!(code(&cli.run(&a, "").await), 0);
+    }
+    // Profile b's app is gone: its rotation fails with "not found", the others rotate.
+    let path = cli.data_dir().join("profiles/b.json");
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    meta["app_id"] = "3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f".into();
+    meta["app_object_id"] = Value::Null;
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let mut a = vec!["rotate", "--all"];
+    a.extend_from_slice(&auth);
+    let out = cli.run(&a, "").await;
+    assert_eq!(code(&out), 8, "the failures' exit code: {}", stderr(&out));
+    let d = json(&out);
+    assert_eq!(d["ok"], false);
+    let rows = d["profiles"].as_array().unwrap();
+    let by = |p: &str| rows.iter().find(|r| r["profile"] == p).unwrap().clone();
+    assert_eq!(by("a")["action"], "rotated");
+    assert_eq!(by("c")["action"], "rotated");
+    assert_eq!(by("b")["ok"], false);
+    assert_eq!(by("b")["error"]["exit_code"], 8);
 }

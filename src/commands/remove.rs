@@ -9,12 +9,14 @@ use crate::store::Slot;
 
 pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
     let p = ctx.require_profile()?;
-    if !args.yes {
+    // Confirmed by --yes, or by --non-interactive (the caller chose not to be asked); a run
+    // that merely has no terminal has confirmed nothing.
+    if !args.yes && !ctx.ui.non_interactive_requested {
         if !ctx.ui.interactive && args.revoke {
             return Err(UserError::usage(
                 "--revoke deletes a key from the app and needs confirmation",
             )
-            .hint("pass --yes to confirm in non-interactive mode")
+            .hint("pass --yes (or --non-interactive) to confirm without a terminal")
             .into());
         }
         let what = if args.revoke {
