@@ -724,3 +724,16 @@ async fn capture_with_a_wrong_app_id_fails_fast_instead_of_waiting_for_propagati
         "one try: a portal app is not replicating"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_in_the_environment_is_not_used_for_the_loopback_emulator() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        // Nothing listens there: a request sent through it would fail.
+        cli.env.push((var.into(), "http://127.0.0.1:9".into()));
+    }
+    let tenant = emu.tenant_id();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

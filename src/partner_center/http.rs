@@ -149,6 +149,24 @@ impl Response {
     }
 }
 
+fn env_any(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// The user's NO_PROXY list plus the loopback names.
+fn loopback_no_proxy(user: &str) -> String {
+    let mut list: Vec<&str> = user
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    list.extend(["localhost", "127.0.0.0/8", "::1"]);
+    list.join(",")
+}
+
 /// What one attempt ended in, for the retry decision.
 enum Failure {
     /// The request never left this machine (connection refused, DNS): always safe to repeat.
@@ -164,12 +182,30 @@ enum Failure {
 
 impl HttpClient {
     pub fn new() -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("csp-onboard/", env!("CARGO_PKG_VERSION")))
             // None of these APIs redirects; following one could carry a bearer token elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        // Proxies from the environment, as reqwest would read them, except that loopback
+        // (the local emulator) never goes through a proxy, whatever NO_PROXY says.
+        let no_proxy = loopback_no_proxy(&env_any(&["NO_PROXY", "no_proxy"]).unwrap_or_default());
+        for (vars, kind) in [
+            (&["HTTPS_PROXY", "https_proxy"][..], "https"),
+            (&["HTTP_PROXY", "http_proxy"][..], "http"),
+            (&["ALL_PROXY", "all_proxy"][..], "all"),
+        ] {
+            if let Some(url) = env_any(vars) {
+                let proxy = match kind {
+                    "https" => reqwest::Proxy::https(&url),
+                    "http" => reqwest::Proxy::http(&url),
+                    _ => reqwest::Proxy::all(&url),
+                }
+                .map_err(|e| anyhow::anyhow!("{} is not a usable proxy URL: {e}", vars[0]))?;
+                builder = builder.proxy(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
+            }
+        }
+        let client = builder.build()?;
         Ok(HttpClient {
             client,
             policy: RetryPolicy::default(),
@@ -649,6 +685,17 @@ mod tests {
     }
 
     const THROTTLED: &str = r#"{"error":{"code":"TooManyRequests","message":"Too many requests"}}"#;
+
+    #[test]
+    fn loopback_never_goes_through_a_proxy() {
+        assert_eq!(loopback_no_proxy(""), "localhost,127.0.0.0/8,::1");
+        assert_eq!(
+            loopback_no_proxy(" corp.example , .internal"),
+            "corp.example,.internal,localhost,127.0.0.0/8,::1"
+        );
+        let np = reqwest::NoProxy::from_string(&loopback_no_proxy("corp.example"));
+        assert!(np.is_some());
+    }
 
     #[test]
     fn retry_after_parsing() {
