@@ -436,14 +436,28 @@ async fn read_target(sock: &mut tokio::net::TcpStream) -> Option<String> {
     (method == "GET" && target.starts_with('/')).then(|| target.to_string())
 }
 
-/// Wait on the listener for the redirect carrying our `state`.
+/// The next connection on the IPv4 listener or, when there is one, the IPv6 one.
+async fn accept_any(
+    v4: &tokio::net::TcpListener,
+    v6: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    match v6 {
+        Some(v6) => tokio::select! {
+            r = v4.accept() => r.map(|(s, _)| s),
+            r = v6.accept() => r.map(|(s, _)| s),
+        },
+        None => v4.accept().await.map(|(s, _)| s),
+    }
+}
+
+/// Wait on the listeners for the redirect carrying our `state`.
 async fn wait_for_redirect(
     listener: tokio::net::TcpListener,
+    listener_v6: Option<tokio::net::TcpListener>,
     state: &str,
 ) -> Result<Secret, ApiError> {
     loop {
-        let (mut sock, _) = listener
-            .accept()
+        let mut sock = accept_any(&listener, listener_v6.as_ref())
             .await
             .map_err(|e| interaction(format!("the local sign-in listener failed: {e}")))?;
         let Some(target) = read_target(&mut sock).await else {
@@ -501,6 +515,9 @@ async fn browser_sign_in_within(
             ))
         })?
         .port();
+    // "localhost" may resolve to ::1 first in the browser: listen there too (RFC 8252 §7.3),
+    // on the same port, when this machine has IPv6 loopback.
+    let listener_v6 = tokio::net::TcpListener::bind(("::1", port)).await.ok();
     // Entra ignores the port of a loopback redirect URI, so any free port matches "http://localhost".
     let redirect_uri = format!("http://localhost:{port}");
     let pkce = Pkce::new();
@@ -520,7 +537,7 @@ async fn browser_sign_in_within(
     let _opened = open(authorize.as_str());
     show_url(authorize.as_str());
 
-    let code = tokio::time::timeout(timeout, wait_for_redirect(listener, &state))
+    let code = tokio::time::timeout(timeout, wait_for_redirect(listener, listener_v6, &state))
         .await
         .map_err(|_| {
             interaction(format!(
@@ -1024,6 +1041,36 @@ mod tests {
             !body.contains("client_secret"),
             "a public client sends no secret"
         );
+    }
+
+    #[tokio::test]
+    async fn a_browser_that_resolves_localhost_to_ipv6_reaches_the_listener() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        }
+        let fake = serve(vec![Reply::json(200, &token_body())]).await;
+        let ep = endpoints(&fake.base);
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let browser = tokio::spawn(async move {
+            let url = url::Url::parse(&rx.await.unwrap()).unwrap();
+            let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+            let port = url::Url::parse(&q["redirect_uri"]).unwrap().port().unwrap();
+            let back = format!("http://[::1]:{port}/?code=the-code&state={}", q["state"]);
+            reqwest::get(back).await.unwrap().status()
+        });
+        let t = browser_sign_in(
+            &http(),
+            &ep,
+            &client(),
+            &graph_sign_in_scopes(&ep),
+            |url| tx.send(url.to_string()).is_ok(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(t.access_token.expose(), SECRET);
+        assert_eq!(browser.await.unwrap(), 200);
     }
 
     #[tokio::test]
