@@ -58,14 +58,9 @@ pub struct GlobalArgs {
     pub json: bool,
 
     /// Where secrets go: the OS keychain, or an explicit 0600 file in the data directory.
-    #[arg(
-        long,
-        global = true,
-        env = "CSP_ONBOARD_STORE",
-        value_enum,
-        default_value = "keychain"
-    )]
-    pub store: StoreArg,
+    /// Default: where the profile keeps its secret, else the keychain.
+    #[arg(long, global = true, env = "CSP_ONBOARD_STORE", value_enum)]
+    pub store: Option<StoreArg>,
 
     /// More detail on stderr (repeat for more). Secrets and tokens never appear at any level.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -66,6 +66,7 @@ impl Engine<'_> {
     ) -> anyhow::Result<(Outcome, Retired)> {
         let object_id = self.app_object_id(p).await?;
         self.retire_due(p, &object_id).await?;
+        self.sweep(p, &object_id).await?;
         if let Some(done) = self.recover(p, &object_id).await? {
             return Ok(done);
         }
@@ -116,9 +117,19 @@ impl Engine<'_> {
             .set(&p.profile, Slot::Pending, &new.secret)
             .await
         {
-            // Without a place to keep it the key is useless; take it off the app again.
-            let _ = self.graph.remove_password(&object_id, &new.key_id).await;
-            p.pending = None;
+            // Without a place to keep it the key is useless; take it off the app again. If that
+            // fails too, the pending record (now with the key ID) lets the next run remove it.
+            if let Some(pending) = p.pending.as_mut() {
+                pending.key_id = Some(new.key_id.clone());
+            }
+            if self
+                .graph
+                .remove_password(&object_id, &new.key_id)
+                .await
+                .is_ok()
+            {
+                p.pending = None;
+            }
             self.save(p)?;
             return Err(anyhow::Error::new(e).context("keeping the new secret"));
         }
@@ -224,7 +235,15 @@ impl Engine<'_> {
                     });
                 }
                 retire_after = Some(after);
-            } else if !keep {
+            } else if keep {
+                // Known to the profile, so never taken for a leftover; removed once surely expired.
+                if !p.retiring.iter().any(|r| r.key_id == old) {
+                    p.retiring.push(crate::store::RetiringKey {
+                        key_id: old.to_string(),
+                        after: OffsetDateTime::now_utc() + time::Duration::days(731),
+                    });
+                }
+            } else {
                 let spin = self.ui.spinner("Removing the old key from the app…");
                 self.graph.remove_password(object_id, old).await.context(
                     "removing the old key (the new one is stored and works; run again to finish)",
@@ -303,9 +322,12 @@ impl Engine<'_> {
                 .iter()
                 .any(|c| c.key_id.eq_ignore_ascii_case(key_id))
         };
+        // A key created minutes ago may not show on every replica yet: trust the kept secret
+        // (verification proves whether the key exists) rather than a read that may lag.
+        let recent = OffsetDateTime::now_utc() - pending.started_at < time::Duration::minutes(10);
         if let Some(key_id) = pending.key_id.as_deref() {
             let kept = self.secrets.get(&p.profile, Slot::Pending).await?;
-            if let (Some(secret), true) = (kept, on_app(key_id)) {
+            if let (Some(secret), true) = (kept, on_app(key_id) || recent) {
                 // Crashed between keeping the new secret and switching to it: verify and switch.
                 let end = pending
                     .secret_expires
@@ -332,10 +354,61 @@ impl Engine<'_> {
                 ));
             }
         }
+        // Not found at all: either its creation never reached Graph, or no replica shows it yet.
+        // Remember its name, so a later rotation removes it once it shows.
+        let found = app.password_credentials.iter().any(|c| {
+            c.display_name.as_deref() == Some(pending.key_display_name.as_str())
+                || pending
+                    .key_id
+                    .as_deref()
+                    .is_some_and(|k| c.key_id.eq_ignore_ascii_case(k))
+        });
+        if !found && !p.sweep_key_names.contains(&pending.key_display_name) {
+            p.sweep_key_names.push(pending.key_display_name.clone());
+        }
         self.secrets.delete(&p.profile, Slot::Pending).await?;
         p.pending = None;
         self.save(p)?;
         Ok(None)
+    }
+
+    /// Remove keys an earlier interrupted rotation left behind but could not see then.
+    async fn sweep(&self, p: &mut Profile, object_id: &str) -> anyhow::Result<()> {
+        if p.sweep_key_names.is_empty() {
+            return Ok(());
+        }
+        let app = self
+            .graph
+            .get_application(&p.app_id)
+            .await?
+            .ok_or_else(|| app_not_found(&p.app_id, &p.tenant_id))?;
+        for c in &app.password_credentials {
+            let named = c
+                .display_name
+                .as_deref()
+                .is_some_and(|n| p.sweep_key_names.iter().any(|s| s == n));
+            if named && p.key_id.as_deref() != Some(c.key_id.as_str()) {
+                self.graph.remove_password(object_id, &c.key_id).await?;
+                self.ui.done(format!(
+                    "Removed the leftover key {} from the app",
+                    c.key_id
+                ));
+            }
+        }
+        // Names older than a day are given up: whatever was created has long shown by now.
+        p.sweep_key_names.retain(|n| {
+            n.split(' ')
+                .nth(2)
+                .and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                })
+                .is_some_and(|t| OffsetDateTime::now_utc() - t < time::Duration::days(1))
+                && !app
+                    .password_credentials
+                    .iter()
+                    .any(|c| c.display_name.as_deref() == Some(n.as_str()))
+        });
+        self.save(p)
     }
 }
 

@@ -19,7 +19,7 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let p = ctx.require_profile()?;
     let cloud = ctx.cloud(Some(&p));
     let ep = ctx.endpoints(cloud).await?;
-    let secrets = ctx.secrets(cloud).await?;
+    let secrets = ctx.secrets(cloud, Some(&p)).await?;
     let secret = ctx.stored_secret(&secrets, &p).await?;
     let http = ctx.http()?;
     // A stored key has long propagated: a brief flap is tolerated, not a propagation window.

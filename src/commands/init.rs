@@ -26,6 +26,7 @@ enum WayIn {
 
 pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     validate_flags(&args)?;
+    let _lock = ctx.meta.lock(&ctx.profile)?;
     let existing = ctx.meta.load(&ctx.profile)?;
     let cloud = ctx.cloud(existing.as_ref());
     if let Some(p) = existing.as_ref()
@@ -75,7 +76,7 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     let way = choose_way(ctx, &args, existing.as_ref())?;
     let ep = ctx.endpoints(cloud).await?;
     // Open the store first: finding a locked keychain after creating a key helps nobody.
-    let secrets = ctx.secrets(cloud).await?;
+    let secrets = ctx.secrets(cloud, existing.as_ref()).await?;
     match way {
         WayIn::Capture if args.dry_run => {
             ctx.ui
@@ -298,6 +299,7 @@ async fn capture(
         verified_at: Some(now),
         pending: None,
         retiring: Vec::new(),
+        sweep_key_names: Vec::new(),
     };
     secrets
         .set(&p.profile, Slot::Current, &secret)
@@ -585,6 +587,7 @@ async fn onboard(
         verified_at: None,
         pending: None,
         retiring: Vec::new(),
+        sweep_key_names: Vec::new(),
     });
     p.commerce_id = commerce_id;
     p.app_object_id = Some(object_id.clone());

@@ -57,7 +57,8 @@ pub struct Ctx {
     pub ui: Ui,
     pub profile: String,
     cloud_flag: Option<Cloud>,
-    pub store_kind: StoreKind,
+    /// `--store`, when given.
+    store_flag: Option<StoreKind>,
     pub data_dir: PathBuf,
     pub meta: MetaStore,
     emulator: Option<Emulator>,
@@ -78,10 +79,10 @@ impl Ctx {
                 CloudArg::Emulator => Cloud::Emulator,
                 CloudArg::Custom => Cloud::Custom,
             }),
-            store_kind: match g.store {
+            store_flag: g.store.map(|s| match s {
                 StoreArg::Keychain => StoreKind::Keychain,
                 StoreArg::File => StoreKind::File,
-            },
+            }),
             data_dir,
             meta,
             emulator: None,
@@ -185,8 +186,30 @@ impl Ctx {
     }
 
     /// The secret store, opened and probed; the emulator cloud may fall back to the file store.
-    pub async fn secrets(&self, cloud: Cloud) -> anyhow::Result<Secrets> {
-        let kind = self.store_kind;
+    /// A stored profile keeps using the store that holds its secret.
+    pub async fn secrets(
+        &self,
+        cloud: Cloud,
+        existing: Option<&Profile>,
+    ) -> anyhow::Result<Secrets> {
+        let kind = match (self.store_flag, existing) {
+            (Some(flag), Some(p)) if flag != p.store => {
+                return Err(UserError::usage(format!(
+                    "profile '{}' keeps its secret in the {} store, not the {} store",
+                    p.profile,
+                    p.store.as_str(),
+                    flag.as_str()
+                ))
+                .hint(format!(
+                    "leave out --store (or pass --store {}); to move it, `csp-onboard remove` then `init` again",
+                    p.store.as_str()
+                ))
+                .into());
+            }
+            (Some(flag), _) => flag,
+            (None, Some(p)) => p.store,
+            (None, None) => StoreKind::Keychain,
+        };
         let (secrets, notice) =
             tokio::task::spawn_blocking(move || store::open_secrets(kind, cloud)).await??;
         if let Some(n) = notice {

@@ -8,6 +8,7 @@ use crate::signin;
 use crate::store::Slot;
 
 pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
+    let _lock = ctx.meta.lock(&ctx.profile)?;
     let p = ctx.require_profile()?;
     // Confirmed by --yes, or by --non-interactive (the caller chose not to be asked); a run
     // that merely has no terminal has confirmed nothing.
@@ -68,7 +69,7 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
             ctx.ui.done(format!("Deleted key {k} from the app"));
         }
     }
-    let secrets = ctx.secrets(cloud).await?;
+    let secrets = ctx.secrets(cloud, Some(&p)).await?;
     secrets.delete(&p.profile, Slot::Current).await?;
     secrets.delete(&p.profile, Slot::Pending).await?;
     ctx.meta.delete(&p.profile)?;

@@ -38,6 +38,7 @@ pub async fn run(ctx: &mut Ctx, args: RotateArgs) -> anyhow::Result<Exit> {
     if args.all {
         return rotate_all(ctx, &req, args.if_expiring_within, args.jobs.into()).await;
     }
+    let _lock = ctx.meta.lock(&ctx.profile)?;
     let p = ctx.require_profile()?;
     if let Some(days) = args.if_expiring_within
         && is_fresh(&p, days)
@@ -120,7 +121,7 @@ async fn open_session(
 ) -> anyhow::Result<Session> {
     let cloud = ctx.cloud(Some(p));
     let ep = ctx.endpoints(cloud).await?;
-    let secrets = ctx.secrets(cloud).await?;
+    let secrets = ctx.secrets(cloud, Some(p)).await?;
     let http = ctx.http()?;
     let tenant = sign_in
         .tenant
@@ -190,7 +191,7 @@ pub async fn rotate_profile(
         // asked for that lifetime explicitly, try once more with the longest one allowed.
         Err(e) if lifetime_refused(&e) && req.years.is_none() => {
             s.policy = read_policy_of(&ctx.ui, &s.graph).await;
-            let days = lifetime_days(s.policy.as_ref(), Some(1))?;
+            let days = lifetime_days(s.policy.as_ref(), None)?;
             ctx.ui.info(format!(
                 "The tenant's policy refuses that lifetime; making a key of {days} days instead."
             ));
@@ -348,7 +349,20 @@ async fn rotate_all(
     }
     let mut rows: Vec<Row> = Vec::new();
     let mut todo: Vec<Profile> = Vec::new();
+    let mut _locks = Vec::new();
     for p in all {
+        if !req.dry_run {
+            match ctx.meta.lock(&p.profile) {
+                Ok(l) => _locks.push(l),
+                Err(e) => {
+                    rows.push(Row {
+                        profile: p.profile.clone(),
+                        result: Err(report::classify(&e)),
+                    });
+                    continue;
+                }
+            }
+        }
         if window.is_some_and(|d| is_fresh(&p, d)) {
             rows.push(Row {
                 profile: p.profile.clone(),
@@ -357,6 +371,9 @@ async fn rotate_all(
         } else {
             todo.push(p);
         }
+    }
+    if req.dry_run {
+        return Ok(dry_run_all(ctx, &rows, &todo));
     }
     // Group by (cloud, tenant): one sign-in each.
     let mut groups: Vec<Vec<Profile>> = Vec::new();
@@ -433,6 +450,33 @@ async fn rotate_all(
         Some(first) if failures.iter().all(|e| e == first) => *first,
         Some(_) => Exit::Failure,
     })
+}
+
+/// `rotate --all --dry-run`: which profiles a batch would rotate, with no request at all.
+fn dry_run_all(ctx: &Ctx, fresh: &[Row], todo: &[Profile]) -> Exit {
+    ctx.ui
+        .heading("Dry run: nothing was changed. `rotate --all` would:");
+    let mut items = Vec::new();
+    for p in todo {
+        ctx.ui.info(format!(
+            "  rotate  {:<16} app {}  tenant {}  key {}",
+            p.profile,
+            p.app_id,
+            p.tenant_id,
+            p.key_id.as_deref().unwrap_or("-")
+        ));
+        items.push(serde_json::json!({"profile": p.profile, "action": "rotate", "app_id": p.app_id, "tenant_id": p.tenant_id, "key_id": p.key_id}));
+    }
+    for r in fresh {
+        ctx.ui.info(format!("  skip    {:<16} (fresh)", r.profile));
+        items.push(serde_json::json!({"profile": r.profile, "action": "none"}));
+    }
+    ctx.ui.info("Each rotation: addPassword, verify (tokens and one Partner Center call), store, removePassword; one sign-in per tenant.");
+    print_json(
+        &ctx.ui,
+        &serde_json::json!({"ok": true, "dry_run": true, "profiles": items}),
+    );
+    Exit::Success
 }
 
 fn print_table(ctx: &Ctx, rows: &[Row]) {

@@ -8,7 +8,7 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<Exit> {
     let p = ctx.require_profile()?;
     let mut doc = profile_json(&p);
     if args.reveal {
-        let secrets = ctx.secrets(p.cloud).await?;
+        let secrets = ctx.secrets(p.cloud, Some(&p)).await?;
         let secret = ctx.stored_secret(&secrets, &p).await?;
         if ctx.ui.json {
             doc["secret"] = serde_json::Value::String(secret.expose().to_string());

@@ -50,6 +50,10 @@ pub struct Profile {
     /// signed-in run after their date.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retiring: Vec<RetiringKey>,
+    /// Display names of keys an interrupted rotation may have left on the app but no read
+    /// showed yet (Graph's replicas lag): the next rotation looks for them and removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sweep_key_names: Vec<String>,
 }
 
 /// An old key left on the app until `after`, so tools still holding it keep working meanwhile.
@@ -174,6 +178,32 @@ impl MetaStore {
 
     /// Every profile, sorted by name. A file that does not parse is an error naming it (rather
     /// than a profile silently missing from the list).
+    /// An exclusive lock on one profile for the life of the returned file: two runs that change
+    /// the same profile at once (cron and an admin) would each add a key and orphan one.
+    pub fn lock(&self, profile: &str) -> anyhow::Result<fs::File> {
+        validate_profile_name(profile)?;
+        let path = self.dir.join(format!("{profile}.lock"));
+        let mut opts = fs::OpenOptions::new();
+        opts.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(UserError::new(
+                crate::exit::Exit::Failure,
+                format!("another csp-onboard run is changing profile '{profile}' right now"),
+            )
+            .hint("wait for it to finish, then run this again")
+            .into()),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
+            }
+        }
+    }
+
     pub fn list(&self) -> anyhow::Result<Vec<Profile>> {
         let entries = fs::read_dir(&self.dir)
             .with_context(|| format!("cannot read {}", self.dir.display()))?;
@@ -241,7 +271,21 @@ mod tests {
                 overlap_days: None,
             }),
             retiring: Vec::new(),
+            sweep_key_names: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_locked_profile_cannot_be_locked_twice_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        let held = m.lock("prod").unwrap();
+        let e = m.lock("prod").unwrap_err();
+        assert!(e.to_string().contains("another csp-onboard run"), "{e}");
+        assert!(m.lock("other").is_ok(), "profiles lock independently");
+        drop(held);
+        assert!(m.lock("prod").is_ok());
+        assert!(m.list().unwrap().is_empty(), "lock files are not profiles");
     }
 
     #[test]
