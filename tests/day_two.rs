@@ -602,3 +602,113 @@ async fn rotate_all_goes_on_when_one_profile_fails_and_the_exit_code_says_so() {
     assert_eq!(by("b")["ok"], false);
     assert_eq!(by("b")["error"]["exit_code"], 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_profile_waits_its_turn_instead_of_orphaning_a_key() {
+    let knobs = Knobs {
+        secret_propagation_delay: std::time::Duration::from_secs(2),
+        ..fast_knobs()
+    };
+    let (emu, cli, first) = onboarded(knobs).await;
+    let rot = [
+        "rotate",
+        "--non-interactive",
+        "--json",
+        "--auth",
+        "device-code",
+    ];
+    let adds = emu.count("POST", "/addPassword");
+    let (a, b) = tokio::join!(cli.run(&rot, ""), async {
+        // Start the second once the first has added its key and waits for it to propagate.
+        while emu.count("POST", "/addPassword") == adds {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        cli.run(&rot, "").await
+    });
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    assert_eq!(code(&b), 1, "{}", stderr(&b));
+    assert!(
+        stderr(&b).contains("another csp-onboard run"),
+        "{}",
+        stderr(&b)
+    );
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|x| x.app_id == first["app_id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(app.passwords.len(), 1, "one key: the first run's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_all_dry_run_sends_nothing() {
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    let before = emu.requests().len();
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--all",
+                "--dry-run",
+                "--json",
+                "--non-interactive",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(emu.requests().len(), before, "no request at all");
+    assert_eq!(json(&out)["profiles"][0]["action"], "rotate");
+    let shown = json(&cli.run(&["show", "--json"], "").await);
+    assert_eq!(shown["key_id"], doc["key_id"], "nothing rotated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_shorter_than_a_year_still_allows_rotation() {
+    let knobs = Knobs {
+        max_password_lifetime: Some(std::time::Duration::from_secs(180 * 86400)),
+        ..fast_knobs()
+    };
+    let (_emu, cli, _) = onboarded(knobs).await;
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let end = OffsetDateTime::parse(
+        json(&out)["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!((end - OffsetDateTime::now_utc()).whole_days() <= 180);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_keeps_the_store_it_was_made_with() {
+    let (_emu, mut cli, _) = onboarded(fast_knobs()).await;
+    // No --store on later runs: the profile's own (file) store is used, not the default keychain.
+    cli.env.retain(|(k, _)| k != "CSP_ONBOARD_STORE");
+    cli.env.push((
+        "DBUS_SESSION_BUS_ADDRESS".into(),
+        "unix:path=/nonexistent/bus".into(),
+    ));
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cli
+        .run(&["show", "--reveal", "--json", "--store", "keychain"], "")
+        .await;
+    assert_eq!(
+        code(&out),
+        2,
+        "a different store is refused, not silently used: {}",
+        stderr(&out)
+    );
+}
