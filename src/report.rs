@@ -43,10 +43,19 @@ pub fn print_error(err: &anyhow::Error, json: bool) -> Exit {
             "Interrupted."
         };
         eprintln!("\n{}", style(word).yellow());
+        eprintln!("Running the same command again finishes or undoes whatever was under way.");
     } else {
-        // The outer contexts say what we were doing; the classified error says what went wrong.
+        // The outer contexts say what we were doing; the classified error says what went wrong,
+        // so the chain is shown only down to the first typed cause (not its raw text again).
+        let typed = |c: &(dyn std::error::Error + 'static)| {
+            c.is::<UserError>()
+                || c.is::<ApiError>()
+                || c.is::<VerifyError>()
+                || c.is::<StoreError>()
+        };
         let mut doing: Vec<String> = err
             .chain()
+            .take_while(|c| !typed(*c))
             .map(|c| c.to_string())
             .take_while(|m| *m != u.message)
             .collect();

@@ -712,3 +712,82 @@ async fn a_profile_keeps_the_store_it_was_made_with() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_a_captured_profile_learns_the_expiry_once_signed_in() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, secret) = emu.portal_create_app("Made in the portal");
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 0);
+    assert!(json(&out)["days_left"].is_null());
+    assert!(
+        stderr(&out).contains("expiry is unknown"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli
+        .run(&["check", "--json", "--auth", "device-code"], "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let d = json(&out);
+    assert_eq!(d["key_on_app"], true);
+    assert_eq!(d["other_keys"], 0);
+    assert!(d["days_left"].as_i64().unwrap() > 300, "{d}");
+    assert!(
+        json(&cli.run(&["show", "--json"], "").await)["key_id"].is_string(),
+        "the key ID is learnt too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_revoke_also_deletes_kept_keys() {
+    let (emu, cli, first) = onboarded(fast_knobs()).await;
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+                "--overlap",
+                "7",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cli
+        .run(
+            &["remove", "--revoke", "--yes", "--auth", "device-code"],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == first["app_id"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        app.passwords.is_empty(),
+        "the kept key went too: {:?}",
+        app.passwords
+    );
+}

@@ -2,7 +2,7 @@
 
 use super::{Ctx, days_left, print_json, rfc3339};
 use crate::cli::CheckArgs;
-use crate::exit::{Exit, UserError};
+use crate::exit::Exit;
 use crate::partner_center::Graph;
 use crate::partner_center::verify::{VerifyError, VerifyOptions, verify_secret};
 use crate::signin;
@@ -13,10 +13,13 @@ use std::time::Duration;
 struct Drift {
     key_on_app: bool,
     other_keys: usize,
+    /// The key's end date as the app shows it (found by ID, or by hint for a captured profile).
+    key_end: Option<time::OffsetDateTime>,
+    key_id: Option<String>,
 }
 
 pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
-    let p = ctx.require_profile()?;
+    let mut p = ctx.require_profile()?;
     let cloud = ctx.cloud(Some(&p));
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud, Some(&p)).await?;
@@ -35,6 +38,15 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
         Some(_) => Some(drift(ctx, &http, &ep, &p, &args).await?),
         None => None,
     };
+    // A captured profile learns its key's ID and end date from the first signed-in check.
+    if let Some(d) = &drift
+        && p.secret_expires.is_none()
+        && let Some(end) = d.key_end
+    {
+        p.secret_expires = Some(end);
+        p.key_id = p.key_id.clone().or(d.key_id.clone());
+        ctx.meta.save(&p)?;
+    }
     let left = p.secret_expires.map(days_left);
     let (exit, status, problem) = match &result {
         Ok(_) => match left {
@@ -51,10 +63,7 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             _ => (Exit::Success, "ok", None),
         },
         Err(VerifyError::Api(e)) if e.exit() == Exit::Unreachable => {
-            return Err(anyhow::Error::new(UserError::new(
-                Exit::Unreachable,
-                e.to_user_error().message,
-            )));
+            return Err(e.to_user_error().into());
         }
         Err(VerifyError::Expired(_)) => (
             Exit::Expired,
@@ -64,6 +73,10 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
         Err(e) => (Exit::Expired, "rejected", Some(e.to_user_error().message)),
     };
     match exit {
+        Exit::Success if left.is_none() => ctx.ui.warn(
+            "The secret works, but its expiry is unknown (captured without sign-in): \
+             `csp-onboard check --auth device-code` reads it from the app",
+        ),
         Exit::Success => ctx.ui.done(format!(
             "The secret works{}",
             left.map(|d| format!("; {d} days left")).unwrap_or_default()
@@ -127,16 +140,28 @@ async fn drift(
             .is_some_and(|id| id.eq_ignore_ascii_case(k))
             || p.retiring.iter().any(|r| r.key_id.eq_ignore_ascii_case(k))
     };
-    Ok(Drift {
-        key_on_app: p.key_id.as_deref().is_some_and(|id| {
-            app.password_credentials
+    let ours_now = match &p.key_id {
+        Some(id) => app
+            .password_credentials
+            .iter()
+            .find(|c| c.key_id.eq_ignore_ascii_case(id)),
+        None => {
+            let same: Vec<_> = app
+                .password_credentials
                 .iter()
-                .any(|c| c.key_id.eq_ignore_ascii_case(id))
-        }),
+                .filter(|c| c.hint.is_some() && c.hint == p.secret_hint)
+                .collect();
+            (same.len() == 1).then(|| same[0])
+        }
+    };
+    Ok(Drift {
+        key_end: ours_now.and_then(|c| c.end),
+        key_id: ours_now.map(|c| c.key_id.clone()),
+        key_on_app: ours_now.is_some(),
         other_keys: app
             .password_credentials
             .iter()
-            .filter(|c| !ours(&c.key_id))
+            .filter(|c| !ours(&c.key_id) && ours_now.is_none_or(|o| o.key_id != c.key_id))
             .count(),
     })
 }

@@ -55,12 +55,33 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
                     .id
             }
         };
-        let keys: Vec<String> = p
+        // Every key the profile knows: current, pending (by ID or by its unique name), kept.
+        let mut keys: Vec<String> = p
             .key_id
             .iter()
             .chain(p.pending.as_ref().and_then(|r| r.key_id.as_ref()))
+            .chain(p.retiring.iter().map(|r| &r.key_id))
             .cloned()
             .collect();
+        let names: Vec<&str> = p
+            .pending
+            .iter()
+            .map(|r| r.key_display_name.as_str())
+            .chain(p.sweep_key_names.iter().map(String::as_str))
+            .collect();
+        if !names.is_empty()
+            && let Some(app) = graph.get_application(&p.app_id).await?
+        {
+            for c in app.password_credentials {
+                if c.display_name
+                    .as_deref()
+                    .is_some_and(|n| names.contains(&n))
+                    && !keys.contains(&c.key_id)
+                {
+                    keys.push(c.key_id);
+                }
+            }
+        }
         if keys.is_empty() {
             ctx.ui.warn("The profile does not know its key's ID (captured without sign-in); delete the key in the portal.");
         }
@@ -68,6 +89,11 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
             graph.remove_password(&object_id, &k).await?;
             ctx.ui.done(format!("Deleted key {k} from the app"));
         }
+    } else if let Some(k) = &p.key_id {
+        ctx.ui.warn(format!(
+            "The key {k} stays on app {} and keeps working for whoever holds it; `csp-onboard remove --revoke` (before forgetting) or the portal deletes it.",
+            p.app_id
+        ));
     }
     let secrets = ctx.secrets(cloud, Some(&p)).await?;
     secrets.delete(&p.profile, Slot::Current).await?;
