@@ -87,8 +87,20 @@ pub fn secret_input(
     flag: &str,
     validate: impl Fn(&str) -> Result<(), String> + 'static,
 ) -> anyhow::Result<Secret> {
-    let value = if from_stdin {
-        read_secret_line(what)?
+    let value = if from_stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // Read from a terminal, a line would echo the secret on screen: ask hidden instead.
+        if !ui.interactive {
+            return Err(UserError::usage(format!(
+                "{flag} reads {what} from a pipe, and stdin is a terminal"
+            ))
+            .hint(format!(
+                "pipe the value (printf '%s\\n' \"$VALUE\" | csp-onboard … {flag}), or set {env}"
+            ))
+            .into());
+        }
+        return ui.password(&format!("Paste {what}"), flag, validate);
+    } else if from_stdin {
+        tokio::task::block_in_place(|| read_secret_line(what))?
     } else if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
         Secret::new(v.trim())
     } else {

@@ -737,3 +737,48 @@ async fn a_proxy_in_the_environment_is_not_used_for_the_loopback_emulator() {
     let out = cli.run(&args(&["--tenant", &tenant]), "").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_with_another_app_is_refused_and_a_commerce_id_can_be_added_later() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let first = json(&cli.run(&args(&["--tenant", &tenant]), "").await);
+    let (other, _, secret) = emu.portal_create_app("Another app");
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--app-id", &other]), "")
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--profile"), "{}", stderr(&out));
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                &other,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(
+        code(&out),
+        2,
+        "capturing into an existing profile is refused: {}",
+        stderr(&out)
+    );
+    let shown = json(&cli.run(&["show", "--json"], "").await);
+    assert_eq!(shown["key_id"], first["key_id"], "nothing changed");
+
+    let commerce = "8c2a9f1e-3b4d-4e5f-9a6b-7c8d9e0f1a2b";
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--commerce-id", commerce]), "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["commerce_id"], commerce);
+    assert_eq!(doc["action"], "rotated");
+}

@@ -32,6 +32,31 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     if let Some(p) = existing.as_ref()
         && (p.key_id.is_some() || p.pending.is_some() || ctx.meta_has_secret_only(p))
     {
+        // Re-running rotates this profile's key; another app, or a captured secret, is another profile.
+        let capture = args.app_secret_stdin
+            || std::env::var(ENV_APP_SECRET).is_ok_and(|v| !v.trim().is_empty());
+        let other_app = args
+            .app_id
+            .as_deref()
+            .is_some_and(|a| !a.eq_ignore_ascii_case(&p.app_id));
+        if other_app || capture {
+            return Err(UserError::usage(format!(
+                "profile '{}' already holds a key for app {}; re-running init rotates it",
+                p.profile, p.app_id
+            ))
+            .hint("use --profile NEW for another app or a captured secret, or `csp-onboard remove` first")
+            .into());
+        }
+        if let Some(c) = &args.commerce_id {
+            // The Commerce ID can be added or corrected any time: it is only copied from the portal.
+            let mut updated = p.clone();
+            updated.commerce_id = Some(c.trim().to_lowercase());
+            ctx.meta.save(&updated)?;
+            ctx.ui
+                .done(format!("Commerce ID recorded: {}", c.trim().to_lowercase()));
+        }
+        let existing = ctx.meta.load(&ctx.profile)?;
+        let p = existing.as_ref().expect("loaded above");
         if ctx.ui.interactive {
             // The facts on their own line: a prompt wider than the terminal wraps, and
             // dialoguer then leaves a stale copy of its first line on screen.
