@@ -12,10 +12,9 @@ pub const ENV_CLIENT_SECRET: &str = "CSP_ONBOARD_CLIENT_SECRET";
 pub const ENV_ACCESS_TOKEN: &str = "CSP_ONBOARD_ACCESS_TOKEN";
 pub const ENV_APP_SECRET: &str = "CSP_ONBOARD_APP_SECRET";
 
-/// A Graph token and how it was obtained.
+/// A Graph token for the admin (or the automation identity).
 pub struct SignedIn {
     pub graph_token: Secret,
-    pub method: AuthArg,
 }
 
 /// The tenants that name no tenant: a client-credentials call against them is undefined.
@@ -250,10 +249,7 @@ pub async fn sign_in(
             t.access_token
         }
     };
-    Ok(SignedIn {
-        graph_token,
-        method,
-    })
+    Ok(SignedIn { graph_token })
 }
 
 /// Follow the authorize URL's redirects like a browser would (emulator only).

@@ -69,6 +69,8 @@ impl Ui {
     /// since indicatif draws nothing there.
     pub fn spinner(&self, msg: impl Into<String>) -> Spinner {
         let msg = msg.into();
+        let plain = (!self.quiet && !std::io::stderr().is_terminal())
+            .then(|| std::sync::Mutex::new(std::time::Instant::now()));
         let bar = if self.quiet {
             ProgressBar::hidden()
         } else if std::io::stderr().is_terminal() {
@@ -84,7 +86,7 @@ impl Ui {
             eprintln!("… {msg}");
             ProgressBar::hidden()
         };
-        Spinner { bar }
+        Spinner { bar, plain }
     }
 
     fn require_interactive(&self, what: &str, flag: &str) -> Result<(), UserError> {
@@ -224,11 +226,25 @@ fn blocking<T>(f: impl FnOnce() -> dialoguer::Result<T>) -> anyhow::Result<T> {
 
 pub struct Spinner {
     bar: ProgressBar,
+    /// Without a terminal nothing is drawn: progress is printed as a line now and then instead,
+    /// so a long wait in a script or CI log still shows it is alive.
+    plain: Option<std::sync::Mutex<std::time::Instant>>,
 }
+
+/// How often a waiting spinner prints a progress line when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 impl Spinner {
     pub fn set(&self, msg: impl Into<String>) {
-        self.bar.set_message(msg.into());
+        let msg = msg.into();
+        if let Some(last) = &self.plain {
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= PLAIN_PROGRESS_EVERY {
+                eprintln!("… {msg}");
+                *last = std::time::Instant::now();
+            }
+        }
+        self.bar.set_message(msg);
     }
 
     /// Print a line above the spinner.

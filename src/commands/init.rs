@@ -342,8 +342,6 @@ async fn capture(
 
 struct Account {
     tenant_id: String,
-    tenant_name: Option<String>,
-    user: String,
     policy: Option<LifetimePolicy>,
 }
 
@@ -410,8 +408,6 @@ async fn check_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
     };
     Ok(Account {
         tenant_id: org.id,
-        tenant_name,
-        user: me.user_principal_name,
         policy,
     })
 }
@@ -669,8 +665,6 @@ async fn onboard(
     engine
         .replace_key(&mut p, end, &crate::rotation::Retirement::default())
         .await?;
-    let _ = account.tenant_name;
-    let _ = account.user;
     summary(
         ctx,
         &p,
@@ -717,8 +711,6 @@ async fn app_identity_account(ctx: &Ctx, graph: &Graph, tenant: &str) -> anyhow:
     ));
     Ok(Account {
         tenant_id,
-        tenant_name,
-        user: String::new(),
         policy: policy.ok(),
     })
 }

@@ -11,7 +11,7 @@ use crate::cli::{CloudArg, Command, StoreArg};
 use crate::cloud::{Cloud, Endpoints};
 use crate::emulator::{Emulator, EmulatorConfig, Knobs};
 use crate::exit::{Exit, UserError};
-use crate::partner_center::HttpClient;
+use crate::partner_center::{HttpClient, WaitReason};
 use crate::store::{self, MetaStore, Profile, Secrets, StoreKind};
 use crate::ui::Ui;
 use anyhow::Context as _;
@@ -157,9 +157,14 @@ impl Ctx {
     pub fn http(&self) -> anyhow::Result<HttpClient> {
         let ui = self.ui.clone();
         Ok(HttpClient::new()?.on_wait(Arc::new(move |n| {
+            let why = match n.reason {
+                WaitReason::Throttled => "throttled by",
+                WaitReason::Transient => "no answer from",
+                WaitReason::Replication => "waiting for replication in",
+                WaitReason::Propagation => "secret not accepted yet by",
+            };
             ui.detail(format!(
-                "{:?} from {:?}; retrying in {:.1} s (attempt {})",
-                n.reason,
+                "{why} {}; retrying in {:.1} s (attempt {})",
                 n.service,
                 n.delay.as_secs_f64(),
                 n.attempt
@@ -210,8 +215,7 @@ impl Ctx {
             (None, Some(p)) => p.store,
             (None, None) => StoreKind::Keychain,
         };
-        let (secrets, notice) =
-            tokio::task::spawn_blocking(move || store::open_secrets(kind, cloud)).await??;
+        let (secrets, notice) = store::open_secrets_async(kind, cloud).await?;
         if let Some(n) = notice {
             self.ui.warn(n);
         } else if kind == StoreKind::File {

@@ -341,7 +341,11 @@ async fn rotate_all(
     window: Option<u32>,
     jobs: usize,
 ) -> anyhow::Result<Exit> {
-    let all = ctx.meta.list()?;
+    let mut all = ctx.meta.list()?;
+    // With --tenant, the batch is that tenant's profiles (a sign-in is to one tenant).
+    if let Some(t) = &req.sign_in.tenant {
+        all.retain(|p| p.tenant_id.eq_ignore_ascii_case(t));
+    }
     if all.is_empty() {
         return Err(UserError::new(Exit::NotFound, "no profiles are stored")
             .hint("run `csp-onboard init` first")
