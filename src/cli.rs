@@ -145,21 +145,29 @@ pub enum Command {
 
 const INIT_EXAMPLES: &str = "\
 Examples:
-  csp-onboard init --cloud emulator
-  csp-onboard init --auth device-code --tenant contoso.onmicrosoft.com
-  csp-onboard init --app-id 00000000-0000-0000-0000-000000000000      # add a key to an existing web app
-  printf '%s\\n' \"$SECRET\" | csp-onboard init --non-interactive --tenant <tenant-id> \\
-      --app-id <app-id> --commerce-id <commerce-id> --app-secret-stdin       # capture an app made in the portal
-  csp-onboard init --non-interactive --cloud emulator --secret-years 1 --json";
+  Try it against the built-in emulator:
+    csp-onboard init --cloud emulator
+  Sign in with a device code (over SSH):
+    csp-onboard init --auth device-code --tenant contoso.onmicrosoft.com
+  Add a key to an existing web app:
+    csp-onboard init --app-id <app-id>
+  Capture an app and key made in the portal (no sign-in):
+    printf '%s\\n' \"$SECRET\" | csp-onboard init --non-interactive --tenant <tenant-id> \\
+        --app-id <app-id> --commerce-id <commerce-id> --app-secret-stdin
+  Scripted, with a JSON result:
+    csp-onboard init --non-interactive --cloud emulator --secret-years 1 --json";
 
 const ROTATE_EXAMPLES: &str = "\
 Examples:
   csp-onboard rotate
   csp-onboard rotate --keep-old
-  csp-onboard rotate --overlap 7                # old key stays 7 days for tools that still hold it
-  csp-onboard rotate --if-expiring-within 30 --non-interactive --auth device-code
-  CSP_ONBOARD_CLIENT_SECRET=… csp-onboard rotate --all --non-interactive --auth client-secret \\
-      --client-id <automation-app-id> --json
+  Keep the old key 7 days for tools that still hold it:
+    csp-onboard rotate --overlap 7
+  For schedulers (no request at all while the key is fresh):
+    csp-onboard rotate --if-expiring-within 30 --non-interactive --auth device-code
+  Every profile, with an automation identity:
+    CSP_ONBOARD_CLIENT_SECRET=… csp-onboard rotate --all --non-interactive \\
+        --auth client-secret --client-id <automation-app-id> --json
   csp-onboard rotate --dry-run";
 
 #[derive(Debug, Args)]
