@@ -58,8 +58,9 @@ pub struct GlobalArgs {
     pub json: bool,
 
     /// Where secrets go: the OS keychain, or an explicit 0600 file in the data directory.
-    /// Default: where the profile keeps its secret, else the keychain.
-    #[arg(long, global = true, env = "CSP_ONBOARD_STORE", value_enum)]
+    /// Default: where the profile keeps its secret; for a new profile CSP_ONBOARD_STORE, else
+    /// the keychain.
+    #[arg(long, global = true, value_enum)]
     pub store: Option<StoreArg>,
 
     /// More detail on stderr (repeat for more). Secrets and tokens never appear at any level.

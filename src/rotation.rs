@@ -215,6 +215,12 @@ impl Engine<'_> {
         self.retire(p, object_id).await
     }
 
+    /// Another profile on the same app may hold this key: never take it away from that one.
+    /// A profile on the app whose key ID is unknown (captured) might hold any key.
+    fn used_elsewhere(&self, p: &Profile, key_id: &str) -> anyhow::Result<Option<String>> {
+        key_used_by_other_profile(self.meta, p, key_id)
+    }
+
     /// The new key is stored: take the old one off the app (unless kept) and close the rotation.
     async fn retire(&self, p: &mut Profile, object_id: &str) -> anyhow::Result<Retired> {
         let pending = p.pending.clone();
@@ -240,9 +246,14 @@ impl Engine<'_> {
                 if !p.retiring.iter().any(|r| r.key_id == old) {
                     p.retiring.push(crate::store::RetiringKey {
                         key_id: old.to_string(),
-                        after: OffsetDateTime::now_utc() + time::Duration::days(731),
+                        // Kept means kept: never scheduled for removal (its end date may be far off).
+                        after: OffsetDateTime::now_utc() + time::Duration::days(365 * 100),
                     });
                 }
+            } else if let Some(other) = self.used_elsewhere(p, old)? {
+                self.ui.warn(format!(
+                    "The old key {old} was kept: profile '{other}' uses the same app and may hold it."
+                ));
             } else {
                 let spin = self.ui.spinner("Removing the old key from the app…");
                 self.graph.remove_password(object_id, old).await.context(
@@ -273,7 +284,9 @@ impl Engine<'_> {
         p.retiring = later;
         let mut removed = Vec::new();
         for r in due {
-            if p.key_id.as_deref() == Some(r.key_id.as_str()) {
+            if p.key_id.as_deref() == Some(r.key_id.as_str())
+                || self.used_elsewhere(p, &r.key_id)?.is_some()
+            {
                 continue;
             }
             if let Err(e) = self.graph.remove_password(object_id, &r.key_id).await {
@@ -410,6 +423,30 @@ impl Engine<'_> {
         });
         self.save(p)
     }
+}
+
+/// The name of another profile on the same app that holds `key_id`, or whose key is unknown.
+pub fn key_used_by_other_profile(
+    meta: &MetaStore,
+    p: &Profile,
+    key_id: &str,
+) -> anyhow::Result<Option<String>> {
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    for q in meta.list()? {
+        if q.profile == p.profile || !same(&q.app_id, &p.app_id) {
+            continue;
+        }
+        let holds = q.key_id.as_deref().is_none_or(|k| same(k, key_id))
+            || q.pending
+                .as_ref()
+                .and_then(|r| r.key_id.as_deref())
+                .is_some_and(|k| same(k, key_id))
+            || q.retiring.iter().any(|r| same(&r.key_id, key_id));
+        if holds {
+            return Ok(Some(q.profile));
+        }
+    }
+    Ok(None)
 }
 
 pub fn app_not_found(app_id: &str, tenant: &str) -> anyhow::Error {

@@ -70,7 +70,7 @@ impl Ui {
     pub fn spinner(&self, msg: impl Into<String>) -> Spinner {
         let msg = msg.into();
         let plain = (!self.quiet && !std::io::stderr().is_terminal())
-            .then(|| std::sync::Mutex::new(std::time::Instant::now()));
+            .then(|| PlainProgress::start(msg.clone()));
         let bar = if self.quiet {
             ProgressBar::hidden()
         } else if std::io::stderr().is_terminal() {
@@ -216,8 +216,9 @@ fn blocking<T>(f: impl FnOnce() -> dialoguer::Result<T>) -> anyhow::Result<T> {
     let result = tokio::task::block_in_place(f);
     result.map_err(|dialoguer::Error::IO(e)| {
         if e.kind() == std::io::ErrorKind::Interrupted {
+            // Ctrl-C read as a key: the same outcome as the signal main may see first.
             let _ = Term::stderr().show_cursor();
-            cancelled().into()
+            UserError::new(Exit::Interrupted, "interrupted").into()
         } else {
             anyhow::Error::new(e).context("reading from the terminal")
         }
@@ -226,23 +227,45 @@ fn blocking<T>(f: impl FnOnce() -> dialoguer::Result<T>) -> anyhow::Result<T> {
 
 pub struct Spinner {
     bar: ProgressBar,
-    /// Without a terminal nothing is drawn: progress is printed as a line now and then instead,
-    /// so a long wait in a script or CI log still shows it is alive.
-    plain: Option<std::sync::Mutex<std::time::Instant>>,
+    /// Without a terminal nothing is drawn: a line is printed every so often instead, so a long
+    /// wait in a script or CI log still shows it is alive.
+    plain: Option<PlainProgress>,
+}
+
+struct PlainProgress {
+    msg: std::sync::Arc<std::sync::Mutex<String>>,
+    stop: std::sync::mpsc::Sender<()>,
 }
 
 /// How often a waiting spinner prints a progress line when stderr is not a terminal.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
+impl PlainProgress {
+    fn start(msg: String) -> PlainProgress {
+        let msg = std::sync::Arc::new(std::sync::Mutex::new(msg));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let shown = msg.clone();
+        let started = std::time::Instant::now();
+        std::thread::spawn(move || {
+            // Ends when the spinner is dropped (its sender goes away) or told to stop.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(PLAIN_PROGRESS_EVERY)
+            {
+                let m = shown.lock().map(|m| m.clone()).unwrap_or_default();
+                eprintln!("… {m} ({} s)", started.elapsed().as_secs());
+            }
+        });
+        PlainProgress { msg, stop }
+    }
+}
+
 impl Spinner {
     pub fn set(&self, msg: impl Into<String>) {
         let msg = msg.into();
-        if let Some(last) = &self.plain {
-            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() >= PLAIN_PROGRESS_EVERY {
-                eprintln!("… {msg}");
-                *last = std::time::Instant::now();
-            }
+        if let Some(p) = &self.plain
+            && let Ok(mut m) = p.msg.lock()
+        {
+            m.clone_from(&msg);
         }
         self.bar.set_message(msg);
     }
@@ -263,6 +286,9 @@ impl Spinner {
 
 impl Drop for Spinner {
     fn drop(&mut self) {
+        if let Some(p) = &self.plain {
+            let _ = p.stop.send(());
+        }
         self.bar.finish_and_clear();
     }
 }

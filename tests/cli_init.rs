@@ -775,10 +775,25 @@ async fn rerun_with_another_app_is_refused_and_a_commerce_id_can_be_added_later(
 
     let commerce = "8c2a9f1e-3b4d-4e5f-9a6b-7c8d9e0f1a2b";
     let out = cli
+        .run(
+            &args(&["--tenant", &tenant, "--commerce-id", commerce, "--dry-run"]),
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        json(&cli.run(&["show", "--json"], "").await)["commerce_id"].is_null(),
+        "dry run saves nothing"
+    );
+    let out = cli
         .run(&args(&["--tenant", &tenant, "--commerce-id", commerce]), "")
         .await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let doc = json(&out);
     assert_eq!(doc["commerce_id"], commerce);
-    assert_eq!(doc["action"], "rotated");
+    assert_eq!(doc["action"], "commerce_id_updated");
+    assert_eq!(
+        doc["key_id"], first["key_id"],
+        "adding the Commerce ID does not rotate the key"
+    );
 }

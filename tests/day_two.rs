@@ -791,3 +791,42 @@ async fn remove_revoke_also_deletes_kept_keys() {
         app.passwords
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_one_profile_never_removes_a_key_another_profile_holds() {
+    let (emu, cli, a) = onboarded(fast_knobs()).await;
+    // Profile b captured the same app's key (shown by `show --reveal` of profile a).
+    let secret = json(&cli.run(&["show", "--reveal", "--json"], "").await)["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tenant = emu.tenant_id();
+    let app_id = a["app_id"].as_str().unwrap();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--profile",
+                "b",
+                "--non-interactive",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{secret}\n"),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cli
+        .run(
+            &["rotate", "--non-interactive", "--auth", "device-code"],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("profile 'b'"), "{}", stderr(&out));
+    let out = cli.run(&["check", "--profile", "b"], "").await;
+    assert_eq!(code(&out), 0, "b's key still works: {}", stderr(&out));
+}

@@ -39,13 +39,21 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
         None => None,
     };
     // A captured profile learns its key's ID and end date from the first signed-in check.
+    // Only a secret that works identifies its key; and only under the profile's lock, on a fresh
+    // copy, so a rotation running meanwhile is never overwritten (busy: learn next time).
     if let Some(d) = &drift
+        && result.is_ok()
         && p.secret_expires.is_none()
         && let Some(end) = d.key_end
+        && let Ok(_lock) = ctx.meta.lock(&p.profile)
+        && let Some(mut fresh) = ctx.meta.load(&p.profile)?
+        && fresh.secret_expires.is_none()
+        && fresh.pending.is_none()
     {
-        p.secret_expires = Some(end);
-        p.key_id = p.key_id.clone().or(d.key_id.clone());
-        ctx.meta.save(&p)?;
+        fresh.secret_expires = Some(end);
+        fresh.key_id = fresh.key_id.clone().or(d.key_id.clone());
+        ctx.meta.save(&fresh)?;
+        p = fresh;
     }
     let left = p.secret_expires.map(days_left);
     let (exit, status, problem) = match &result {

@@ -48,15 +48,31 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
             .into());
         }
         if let Some(c) = &args.commerce_id {
-            // The Commerce ID can be added or corrected any time: it is only copied from the portal.
+            // Adding or correcting the Commerce ID (copied from the portal) is all this run does:
+            // it must not also rotate a key some tool may be using.
+            let c = c.trim().to_lowercase();
             let mut updated = p.clone();
-            updated.commerce_id = Some(c.trim().to_lowercase());
-            ctx.meta.save(&updated)?;
-            ctx.ui
-                .done(format!("Commerce ID recorded: {}", c.trim().to_lowercase()));
+            updated.commerce_id = Some(c.clone());
+            if args.dry_run {
+                ctx.ui.info(format!(
+                    "Dry run: would record the Commerce ID {c}; nothing else."
+                ));
+            } else {
+                updated.updated_at = OffsetDateTime::now_utc();
+                ctx.meta.save(&updated)?;
+                ctx.ui.done(format!(
+                    "Commerce ID recorded: {c} (the key was not rotated)"
+                ));
+            }
+            let mut doc = serde_json::json!({"ok": true, "action": "commerce_id_updated", "dry_run": args.dry_run});
+            if let (Some(o), serde_json::Value::Object(pj)) =
+                (doc.as_object_mut(), profile_json(&updated))
+            {
+                o.extend(pj);
+            }
+            print_json(&ctx.ui, &doc);
+            return Ok(Exit::Success);
         }
-        let existing = ctx.meta.load(&ctx.profile)?;
-        let p = existing.as_ref().expect("loaded above");
         if ctx.ui.interactive {
             // The facts on their own line: a prompt wider than the terminal wraps, and
             // dialoguer then leaves a stale copy of its first line on screen.

@@ -57,8 +57,10 @@ pub struct Ctx {
     pub ui: Ui,
     pub profile: String,
     cloud_flag: Option<Cloud>,
-    /// `--store`, when given.
+    /// `--store`, when given on the command line.
     store_flag: Option<StoreKind>,
+    /// CSP_ONBOARD_STORE: the store for new profiles (a default, never a conflict).
+    store_env: Option<StoreKind>,
     pub data_dir: PathBuf,
     pub meta: MetaStore,
     emulator: Option<Emulator>,
@@ -83,6 +85,14 @@ impl Ctx {
                 StoreArg::Keychain => StoreKind::Keychain,
                 StoreArg::File => StoreKind::File,
             }),
+            store_env: match std::env::var("CSP_ONBOARD_STORE") {
+                Err(_) => None,
+                Ok(v) if v.trim().is_empty() => None,
+                Ok(v) => Some(v.trim().parse::<StoreKind>().map_err(|_| {
+                    UserError::usage(format!("CSP_ONBOARD_STORE={v} is not a store"))
+                        .hint("use keychain or file")
+                })?),
+            },
             data_dir,
             meta,
             emulator: None,
@@ -198,6 +208,12 @@ impl Ctx {
         existing: Option<&Profile>,
     ) -> anyhow::Result<Secrets> {
         let kind = match (self.store_flag, existing) {
+            // The emulator's fake secrets fell back to the file store once: keep using it.
+            (Some(StoreKind::Keychain), Some(p))
+                if p.store == StoreKind::File && p.cloud == Cloud::Emulator =>
+            {
+                StoreKind::File
+            }
             (Some(flag), Some(p)) if flag != p.store => {
                 return Err(UserError::usage(format!(
                     "profile '{}' keeps its secret in the {} store, not the {} store",
@@ -213,7 +229,7 @@ impl Ctx {
             }
             (Some(flag), _) => flag,
             (None, Some(p)) => p.store,
-            (None, None) => StoreKind::Keychain,
+            (None, None) => self.store_env.unwrap_or(StoreKind::Keychain),
         };
         let (secrets, notice) = store::open_secrets_async(kind, cloud).await?;
         if let Some(n) = notice {

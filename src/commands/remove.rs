@@ -86,6 +86,12 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
             ctx.ui.warn("The profile does not know its key's ID (captured without sign-in); delete the key in the portal.");
         }
         for k in keys {
+            if let Some(other) = crate::rotation::key_used_by_other_profile(&ctx.meta, &p, &k)? {
+                ctx.ui.warn(format!(
+                    "Kept key {k}: profile '{other}' uses the same app and may hold it."
+                ));
+                continue;
+            }
             graph.remove_password(&object_id, &k).await?;
             ctx.ui.done(format!("Deleted key {k} from the app"));
         }

@@ -191,7 +191,16 @@ pub async fn rotate_profile(
         // asked for that lifetime explicitly, try once more with the longest one allowed.
         Err(e) if lifetime_refused(&e) && req.years.is_none() => {
             s.policy = read_policy_of(&ctx.ui, &s.graph).await;
-            let days = lifetime_days(s.policy.as_ref(), None)?;
+            // The longest the policy allows; without a readable policy there is nothing to retry with.
+            let Some(days) = s
+                .policy
+                .as_ref()
+                .and_then(|p| p.max_password_lifetime_days)
+                .map(i64::from)
+                .filter(|m| *m < days)
+            else {
+                return Err(e.context("rotating the key"));
+            };
             ctx.ui.info(format!(
                 "The tenant's policy refuses that lifetime; making a key of {days} days instead."
             ));
@@ -344,6 +353,13 @@ async fn rotate_all(
     let mut all = ctx.meta.list()?;
     // With --tenant, the batch is that tenant's profiles (a sign-in is to one tenant).
     if let Some(t) = &req.sign_in.tenant {
+        if uuid::Uuid::try_parse(t).is_err() {
+            return Err(UserError::usage(
+                "with --all, --tenant takes a tenant ID (GUID), as profiles record it",
+            )
+            .hint("`csp-onboard list --json` shows each profile's tenant_id")
+            .into());
+        }
         all.retain(|p| p.tenant_id.eq_ignore_ascii_case(t));
     }
     if all.is_empty() {
@@ -355,9 +371,17 @@ async fn rotate_all(
     let mut todo: Vec<Profile> = Vec::new();
     let mut _locks = Vec::new();
     for p in all {
+        let mut p = p;
         if !req.dry_run {
             match ctx.meta.lock(&p.profile) {
-                Ok(l) => _locks.push(l),
+                Ok(l) => {
+                    _locks.push(l);
+                    // Another run may have changed (or removed) it before the lock was ours.
+                    match ctx.meta.load(&p.profile)? {
+                        Some(fresh) => p = fresh,
+                        None => continue,
+                    }
+                }
                 Err(e) => {
                     rows.push(Row {
                         profile: p.profile.clone(),
@@ -384,8 +408,12 @@ async fn rotate_all(
     for p in todo {
         match groups
             .iter_mut()
-            .find(|g| g[0].cloud == p.cloud && g[0].tenant_id.eq_ignore_ascii_case(&p.tenant_id))
-        {
+            // One sign-in per tenant; one secret store per group (a profile keeps its own store).
+            .find(|g| {
+                g[0].cloud == p.cloud
+                    && g[0].store == p.store
+                    && g[0].tenant_id.eq_ignore_ascii_case(&p.tenant_id)
+            }) {
             Some(g) => g.push(p),
             None => groups.push(vec![p]),
         }
