@@ -4,7 +4,7 @@ use crate::cloud::Endpoints;
 use crate::exit::{Exit, UserError};
 use crate::partner_center::APP_MANAGEMENT_URL;
 use crate::partner_center::verify::{VerifyError, VerifyEvent, VerifyOptions, verify_secret};
-use crate::partner_center::{Graph, HttpClient};
+use crate::partner_center::{Application, Graph, HttpClient, PasswordCredential};
 use crate::secret::Secret;
 use crate::store::{MetaStore, PendingRotation, Profile, Secrets, Slot};
 use crate::ui::Ui;
@@ -64,10 +64,32 @@ impl Engine<'_> {
         end: OffsetDateTime,
         plan: &Retirement,
     ) -> anyhow::Result<(Outcome, Retired)> {
-        let object_id = self.app_object_id(p).await?;
+        // The app is read at most once, and only when something needs its keys: an ordinary
+        // rotation sends addPassword, the verification and removePassword, nothing more.
+        let app = if needs_app(p) {
+            Some(
+                self.graph
+                    .get_application(&p.app_id)
+                    .await?
+                    .ok_or_else(|| app_not_found(&p.app_id, &p.tenant_id))?,
+            )
+        } else {
+            None
+        };
+        let object_id = match (&app, &p.app_object_id) {
+            (Some(a), _) => a.id.clone(),
+            (None, Some(id)) => id.clone(),
+            (None, None) => unreachable!("needs_app reads the app when its object ID is unknown"),
+        };
+        p.app_object_id = Some(object_id.clone());
+        if let Some(app) = &app {
+            learn_key_by_hint(p, app);
+        }
         self.retire_due(p, &object_id).await?;
-        self.sweep(p, &object_id).await?;
-        if let Some(done) = self.recover(p, &object_id).await? {
+        if let Some(app) = &app {
+            self.sweep(p, &object_id, app).await?;
+        }
+        if let Some(done) = self.recover(p, &object_id, app.as_ref()).await? {
             return Ok(done);
         }
         let now = OffsetDateTime::now_utc();
@@ -145,35 +167,6 @@ impl Engine<'_> {
         Ok((Outcome::Replaced, retired))
     }
 
-    async fn app_object_id(&self, p: &mut Profile) -> anyhow::Result<String> {
-        if let Some(id) = &p.app_object_id
-            && p.key_id.is_some()
-        {
-            return Ok(id.clone());
-        }
-        let app = self
-            .graph
-            .get_application(&p.app_id)
-            .await?
-            .ok_or_else(|| app_not_found(&p.app_id, &p.tenant_id))?;
-        p.app_object_id = Some(app.id.clone());
-        // A captured profile knows its secret's hint but not its key ID: when exactly one key on
-        // the app has that hint, it is the one to retire.
-        if p.key_id.is_none()
-            && let Some(hint) = &p.secret_hint
-        {
-            let mut same: Vec<_> = app
-                .password_credentials
-                .iter()
-                .filter(|c| c.hint.as_deref() == Some(hint.as_str()))
-                .collect();
-            if same.len() == 1 {
-                p.key_id = same.pop().map(|c| c.key_id.clone());
-            }
-        }
-        Ok(app.id)
-    }
-
     /// Verify the pending secret, make it the current one, then retire the old key.
     async fn finish(
         &self,
@@ -215,12 +208,6 @@ impl Engine<'_> {
         self.retire(p, object_id).await
     }
 
-    /// Another profile on the same app may hold this key: never take it away from that one.
-    /// A profile on the app whose key ID is unknown (captured) might hold any key.
-    fn used_elsewhere(&self, p: &Profile, key_id: &str) -> anyhow::Result<Option<String>> {
-        key_used_by_other_profile(self.meta, p, key_id)
-    }
-
     /// The new key is stored: take the old one off the app (unless kept) and close the rotation.
     async fn retire(&self, p: &mut Profile, object_id: &str) -> anyhow::Result<Retired> {
         let pending = p.pending.clone();
@@ -230,27 +217,24 @@ impl Engine<'_> {
             .filter(|o| p.key_id.as_deref() != Some(o.as_str()));
         let keep = pending.as_ref().is_some_and(|r| r.keep_old);
         let overlap = pending.as_ref().and_then(|r| r.overlap_days);
-        let mut retire_after = None;
+        // A kept key is recorded, so it is never taken for a leftover: --overlap until its date,
+        // --keep-old for good (its own end date may be far off).
+        let hold_until = match (overlap, keep) {
+            (Some(days), _) => {
+                Some(OffsetDateTime::now_utc() + time::Duration::days(i64::from(days)))
+            }
+            (None, true) => Some(OffsetDateTime::now_utc() + time::Duration::days(365 * 100)),
+            (None, false) => None,
+        };
         if let Some(old) = old.as_deref() {
-            if let Some(days) = overlap {
-                let after = OffsetDateTime::now_utc() + time::Duration::days(i64::from(days));
+            if let Some(after) = hold_until {
                 if !p.retiring.iter().any(|r| r.key_id == old) {
                     p.retiring.push(crate::store::RetiringKey {
                         key_id: old.to_string(),
                         after,
                     });
                 }
-                retire_after = Some(after);
-            } else if keep {
-                // Known to the profile, so never taken for a leftover; removed once surely expired.
-                if !p.retiring.iter().any(|r| r.key_id == old) {
-                    p.retiring.push(crate::store::RetiringKey {
-                        key_id: old.to_string(),
-                        // Kept means kept: never scheduled for removal (its end date may be far off).
-                        after: OffsetDateTime::now_utc() + time::Duration::days(365 * 100),
-                    });
-                }
-            } else if let Some(other) = self.used_elsewhere(p, old)? {
+            } else if let Some(other) = key_used_by_other_profile(self.meta, p, old)? {
                 self.ui.warn(format!(
                     "The old key {old} was kept: profile '{other}' uses the same app and may hold it."
                 ));
@@ -263,6 +247,7 @@ impl Engine<'_> {
                 self.ui.done(format!("Removed the old key {old}"));
             }
         }
+        let retire_after = hold_until.filter(|_| old.is_some() && overlap.is_some());
         self.secrets.delete(&p.profile, Slot::Pending).await?;
         p.pending = None;
         self.save(p)?;
@@ -274,18 +259,14 @@ impl Engine<'_> {
     }
 
     /// Remove the kept keys whose grace period is over.
-    pub async fn retire_due(
-        &self,
-        p: &mut Profile,
-        object_id: &str,
-    ) -> anyhow::Result<Vec<String>> {
+    pub async fn retire_due(&self, p: &mut Profile, object_id: &str) -> anyhow::Result<()> {
         let now = OffsetDateTime::now_utc();
         let (due, later): (Vec<_>, Vec<_>) = p.retiring.drain(..).partition(|r| r.after <= now);
         p.retiring = later;
-        let mut removed = Vec::new();
+        let mut removed = false;
         for r in due {
             if p.key_id.as_deref() == Some(r.key_id.as_str())
-                || self.used_elsewhere(p, &r.key_id)?.is_some()
+                || key_used_by_other_profile(self.meta, p, &r.key_id)?.is_some()
             {
                 continue;
             }
@@ -300,20 +281,21 @@ impl Engine<'_> {
                 "Removed the old key {} (its grace period is over)",
                 r.key_id
             ));
-            removed.push(r.key_id);
+            removed = true;
         }
-        if !removed.is_empty() {
+        if removed {
             self.save(p)?;
         }
-        Ok(removed)
+        Ok(())
     }
 
     /// Bring an interrupted rotation to an end: finish it when its secret is kept and works,
     /// otherwise take its key off the app. Returns `Some` when it finished one.
-    pub async fn recover(
+    async fn recover(
         &self,
         p: &mut Profile,
         object_id: &str,
+        app: Option<&Application>,
     ) -> anyhow::Result<Option<(Outcome, Retired)>> {
         let Some(pending) = p.pending.clone() else {
             return Ok(None);
@@ -325,11 +307,7 @@ impl Engine<'_> {
             let retired = self.retire(p, object_id).await?;
             return Ok(Some((Outcome::Resumed, retired)));
         }
-        let app = self
-            .graph
-            .get_application(&p.app_id)
-            .await?
-            .ok_or_else(|| app_not_found(&p.app_id, &p.tenant_id))?;
+        let app = app.expect("needs_app reads the app while a rotation is pending");
         let on_app = |key_id: &str| {
             app.password_credentials
                 .iter()
@@ -353,13 +331,15 @@ impl Engine<'_> {
         }
         // The key's creation may have been applied with its response lost, or its secret never
         // kept: no store can use it, so take it off the app. Found by ID, or else by its unique name.
-        for c in &app.password_credentials {
-            let ours = pending
+        let ours = |c: &PasswordCredential| {
+            pending
                 .key_id
                 .as_deref()
                 .is_some_and(|k| c.key_id.eq_ignore_ascii_case(k))
-                || c.display_name.as_deref() == Some(pending.key_display_name.as_str());
-            if ours && p.key_id.as_deref() != Some(c.key_id.as_str()) {
+                || c.display_name.as_deref() == Some(pending.key_display_name.as_str())
+        };
+        for c in app.password_credentials.iter().filter(|c| ours(c)) {
+            if p.key_id.as_deref() != Some(c.key_id.as_str()) {
                 self.graph.remove_password(object_id, &c.key_id).await?;
                 self.ui.done(format!(
                     "Removed the unfinished key {} from the app",
@@ -369,13 +349,7 @@ impl Engine<'_> {
         }
         // Not found at all: either its creation never reached Graph, or no replica shows it yet.
         // Remember its name, so a later rotation removes it once it shows.
-        let found = app.password_credentials.iter().any(|c| {
-            c.display_name.as_deref() == Some(pending.key_display_name.as_str())
-                || pending
-                    .key_id
-                    .as_deref()
-                    .is_some_and(|k| c.key_id.eq_ignore_ascii_case(k))
-        });
+        let found = app.password_credentials.iter().any(ours);
         if !found && !p.sweep_key_names.contains(&pending.key_display_name) {
             p.sweep_key_names.push(pending.key_display_name.clone());
         }
@@ -386,15 +360,15 @@ impl Engine<'_> {
     }
 
     /// Remove keys an earlier interrupted rotation left behind but could not see then.
-    async fn sweep(&self, p: &mut Profile, object_id: &str) -> anyhow::Result<()> {
+    async fn sweep(
+        &self,
+        p: &mut Profile,
+        object_id: &str,
+        app: &Application,
+    ) -> anyhow::Result<()> {
         if p.sweep_key_names.is_empty() {
             return Ok(());
         }
-        let app = self
-            .graph
-            .get_application(&p.app_id)
-            .await?
-            .ok_or_else(|| app_not_found(&p.app_id, &p.tenant_id))?;
         for c in &app.password_credentials {
             let named = c
                 .display_name
@@ -422,6 +396,40 @@ impl Engine<'_> {
                     .any(|c| c.display_name.as_deref() == Some(n.as_str()))
         });
         self.save(p)
+    }
+}
+
+/// Whether a rotation must read the app first: its object ID is unknown, a captured profile's key
+/// is to be identified by its hint, leftovers are to be swept, or an unfinished rotation (not yet
+/// switched) is to be recovered.
+fn needs_app(p: &Profile) -> bool {
+    let unswitched = p
+        .pending
+        .as_ref()
+        .is_some_and(|r| r.key_id.is_none() || r.key_id != p.key_id);
+    p.app_object_id.is_none()
+        || (p.key_id.is_none() && p.secret_hint.is_some())
+        || !p.sweep_key_names.is_empty()
+        || unswitched
+}
+
+/// The one key on the app with this hint (the first characters of its secret), if exactly one.
+pub fn key_with_hint<'a>(app: &'a Application, hint: &str) -> Option<&'a PasswordCredential> {
+    let mut same = app
+        .password_credentials
+        .iter()
+        .filter(|c| c.hint.as_deref() == Some(hint));
+    let first = same.next();
+    if same.next().is_some() { None } else { first }
+}
+
+/// A captured profile knows its secret's hint but not its key ID: when exactly one key on the
+/// app has that hint, that is the key to retire.
+fn learn_key_by_hint(p: &mut Profile, app: &Application) {
+    if p.key_id.is_none()
+        && let Some(c) = p.secret_hint.as_deref().and_then(|h| key_with_hint(app, h))
+    {
+        p.key_id = Some(c.key_id.clone());
     }
 }
 
@@ -456,6 +464,26 @@ pub fn app_not_found(app_id: &str, tenant: &str) -> anyhow::Error {
     )
     .hint("check the App ID (Partner Center > Account settings > App management) and the tenant")
     .into()
+}
+
+/// A base URL as text, without the trailing slash, for the plans a dry run prints.
+pub fn base(u: &url::Url) -> &str {
+    u.as_str().trim_end_matches('/')
+}
+
+/// The calls that prove a secret, as a dry run lists them (`tenant` may be a placeholder).
+pub fn verification_plan(ep: &Endpoints, tenant: &str) -> [String; 2] {
+    [
+        format!(
+            "POST {}/{tenant}/oauth2/v2.0/token  (client credentials with the secret, scope {}, until it works several times in a row)",
+            base(&ep.authority),
+            ep.partner_center_scope()
+        ),
+        format!(
+            "GET  {}/v1/profiles/legalbusiness?vettingVersion=Current  (App-only proof, once)",
+            base(&ep.partner_center)
+        ),
+    ]
 }
 
 /// Prove a secret works (token, then an App-only Partner Center call), with a spinner.

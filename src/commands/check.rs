@@ -153,14 +153,10 @@ async fn drift(
             .password_credentials
             .iter()
             .find(|c| c.key_id.eq_ignore_ascii_case(id)),
-        None => {
-            let same: Vec<_> = app
-                .password_credentials
-                .iter()
-                .filter(|c| c.hint.is_some() && c.hint == p.secret_hint)
-                .collect();
-            (same.len() == 1).then(|| same[0])
-        }
+        None => p
+            .secret_hint
+            .as_deref()
+            .and_then(|h| crate::rotation::key_with_hint(&app, h)),
     };
     Ok(Drift {
         key_end: ours_now.and_then(|c| c.end),

@@ -30,7 +30,7 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     let existing = ctx.meta.load(&ctx.profile)?;
     let cloud = ctx.cloud(existing.as_ref());
     if let Some(p) = existing.as_ref()
-        && (p.key_id.is_some() || p.pending.is_some() || ctx.meta_has_secret_only(p))
+        && p.holds_key()
     {
         // Re-running rotates this profile's key; another app, or a captured secret, is another profile.
         let capture = args.app_secret_stdin
@@ -64,12 +64,10 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
                     "Commerce ID recorded: {c} (the key was not rotated)"
                 ));
             }
-            let mut doc = serde_json::json!({"ok": true, "action": "commerce_id_updated", "dry_run": args.dry_run});
-            if let (Some(o), serde_json::Value::Object(pj)) =
-                (doc.as_object_mut(), profile_json(&updated))
-            {
-                o.extend(pj);
-            }
+            let mut doc = profile_json(&updated);
+            doc["ok"] = true.into();
+            doc["action"] = "commerce_id_updated".into();
+            doc["dry_run"] = args.dry_run.into();
             print_json(&ctx.ui, &doc);
             return Ok(Exit::Success);
         }
@@ -122,20 +120,16 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
         WayIn::Capture if args.dry_run => {
             ctx.ui
                 .heading("Dry run: nothing was changed. Capturing would:");
-            let steps = [
+            let tenant = args.sign_in.tenant.as_deref().unwrap_or("<tenant>");
+            let mut steps = vec![
                 "read the app's secret value (stdin, CSP_ONBOARD_APP_SECRET or a hidden prompt)"
                     .to_string(),
-                format!(
-                    "POST {}/<tenant>/oauth2/v2.0/token  (client credentials, scope {})",
-                    ep.authority,
-                    ep.partner_center_scope()
-                ),
-                format!(
-                    "GET  {}/v1/profiles/legalbusiness?vettingVersion=Current  (App-only proof)",
-                    ep.partner_center
-                ),
-                format!("store the secret in {}", secrets.describe(&ctx.profile)),
             ];
+            steps.extend(rotation::verification_plan(&ep, tenant));
+            steps.push(format!(
+                "store the secret in {}",
+                secrets.describe(&ctx.profile)
+            ));
             for (i, s) in steps.iter().enumerate() {
                 ctx.ui.info(format!("  {}. {s}", i + 1));
             }
@@ -147,13 +141,6 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
         }
         WayIn::Capture => capture(ctx, &args, &ep, &secrets).await,
         way => onboard(ctx, &args, &ep, &secrets, way, existing).await,
-    }
-}
-
-impl Ctx {
-    /// A profile captured without sign-in has no key ID but holds a secret.
-    fn meta_has_secret_only(&self, p: &Profile) -> bool {
-        p.key_id.is_none() && p.verified_at.is_some()
     }
 }
 
@@ -321,27 +308,10 @@ async fn capture(
         &capture_verify_options(args.verify_timeout),
     )
     .await?;
-    let now = OffsetDateTime::now_utc();
-    let mut p = Profile {
-        profile: ctx.profile.clone(),
-        cloud: ep.cloud,
-        tenant_id: tenant,
-        commerce_id,
-        app_id,
-        app_object_id: None,
-        app_display_name: None,
-        key_id: None,
-        key_display_name: None,
-        secret_hint: Some(secret.hint()),
-        secret_expires: None,
-        store: secrets.kind(),
-        created_at: now,
-        updated_at: now,
-        verified_at: Some(now),
-        pending: None,
-        retiring: Vec::new(),
-        sweep_key_names: Vec::new(),
-    };
+    let mut p = Profile::new(&ctx.profile, ep.cloud, &tenant, &app_id, secrets.kind());
+    p.commerce_id = commerce_id;
+    p.secret_hint = Some(secret.hint());
+    p.verified_at = Some(p.created_at);
     secrets
         .set(&p.profile, Slot::Current, &secret)
         .await
@@ -351,8 +321,7 @@ async fn capture(
         "Stored the secret in {}",
         secrets.describe(&p.profile)
     ));
-    p.updated_at = now;
-    summary(ctx, &p, secrets, "captured").await;
+    summary(ctx, &p, secrets, "captured");
     Ok(Exit::Success)
 }
 
@@ -413,15 +382,7 @@ async fn check_account(ctx: &Ctx, graph: &Graph) -> anyhow::Result<Account> {
     }
     ctx.ui
         .done("CSP partner tenant (Partner Center is present)");
-    let policy = match policy {
-        Ok(p) => Some(p),
-        Err(e) => {
-            // Admin agents may not read policies; addPassword still enforces them.
-            ctx.ui
-                .detail(format!("could not read the app management policy: {e}"));
-            None
-        }
-    };
+    let policy = super::rotate::usable_policy(&ctx.ui, policy);
     Ok(Account {
         tenant_id: org.id,
         policy,
@@ -515,7 +476,7 @@ async fn onboard(
     };
     // A mistyped App ID should fail before any further question.
     let existing_app = match &way {
-        WayIn::Existing(app_id) if !args.dry_run => {
+        WayIn::Existing(app_id) => {
             let spin = ctx.ui.spinner("Looking up the web app…");
             let app = graph
                 .get_application(app_id)
@@ -533,14 +494,21 @@ async fn onboard(
         way == WayIn::Create,
     )?;
     if args.dry_run {
-        return dry_run(ctx, args, ep, &graph, &account, &way, days, secrets).await;
+        return Ok(dry_run(
+            ctx,
+            args,
+            ep,
+            &account,
+            existing_app.as_ref(),
+            days,
+            secrets,
+        ));
     }
     let commerce_id = match &existing {
         Some(p) if args.commerce_id.is_none() => p.commerce_id.clone(),
         _ => ask_commerce_id(ctx, args)?,
     };
 
-    let now = OffsetDateTime::now_utc();
     let marker = AppMarker::path(&ctx.data_dir, &ctx.profile);
     let adopted = match (&way, AppMarker::load(&marker)) {
         (WayIn::Create, Some(m)) => adopt_unrecorded_app(ctx, &graph, &m).await?,
@@ -606,25 +574,16 @@ async fn onboard(
         WayIn::Capture => unreachable!("handled by capture()"),
     };
     // Record the app at once, so that an interrupted run reuses it instead of creating another.
-    let mut p = existing.unwrap_or(Profile {
-        profile: ctx.profile.clone(),
-        cloud: ep.cloud,
-        tenant_id: account.tenant_id.clone(),
-        commerce_id: None,
-        app_id: app_id.clone(),
-        app_object_id: Some(object_id.clone()),
-        app_display_name: app_name.clone().filter(|_| created),
-        key_id: None,
-        key_display_name: None,
-        secret_hint: None,
-        secret_expires: None,
-        store: secrets.kind(),
-        created_at: now,
-        updated_at: now,
-        verified_at: None,
-        pending: None,
-        retiring: Vec::new(),
-        sweep_key_names: Vec::new(),
+    let mut p = existing.unwrap_or_else(|| {
+        let mut p = Profile::new(
+            &ctx.profile,
+            ep.cloud,
+            &account.tenant_id,
+            &app_id,
+            secrets.kind(),
+        );
+        p.app_display_name = app_name.clone().filter(|_| created);
+        p
     });
     p.commerce_id = commerce_id;
     p.app_object_id = Some(object_id.clone());
@@ -686,8 +645,7 @@ async fn onboard(
         &p,
         secrets,
         if created { "created" } else { "key_added" },
-    )
-    .await;
+    );
     Ok(Exit::Success)
 }
 
@@ -727,12 +685,12 @@ async fn app_identity_account(ctx: &Ctx, graph: &Graph, tenant: &str) -> anyhow:
     ));
     Ok(Account {
         tenant_id,
-        policy: policy.ok(),
+        policy: super::rotate::usable_policy(&ctx.ui, policy),
     })
 }
 
 /// The summary and next steps (stderr), and the result document (stdout with --json).
-pub async fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
+pub fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
     let location = secrets.describe(&p.profile);
     let ui = &ctx.ui;
     ui.heading("Done. Your Partner Center web app:");
@@ -764,10 +722,11 @@ pub async fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
     ] {
         ui.info(line);
     }
-    let mut doc = serde_json::json!({"ok": true, "action": action, "store": p.store, "store_location": location});
-    if let (Some(obj), serde_json::Value::Object(pj)) = (doc.as_object_mut(), profile_json(p)) {
-        obj.extend(pj);
-    }
+    let mut doc = profile_json(p);
+    doc["ok"] = true.into();
+    doc["action"] = action.into();
+    doc["store"] = p.store.as_str().into();
+    doc["store_location"] = location.into();
     print_json(ui, &doc);
 }
 
@@ -830,25 +789,20 @@ async fn adopt_unrecorded_app(
 }
 
 /// `init --dry-run`: after the read-only checks, what onboarding would do to the tenant.
-#[allow(clippy::too_many_arguments)]
-async fn dry_run(
+/// `existing_app`: the app to reuse (already looked up), or None to create one.
+fn dry_run(
     ctx: &Ctx,
     args: &InitArgs,
     ep: &Endpoints,
-    graph: &Graph,
     account: &Account,
-    way: &WayIn,
+    existing_app: Option<&crate::partner_center::Application>,
     days: i64,
     secrets: &Secrets,
-) -> anyhow::Result<Exit> {
-    let g = format!("{}/v1.0", ep.graph.as_str().trim_end_matches('/'));
+) -> Exit {
+    let g = format!("{}/v1.0", rotation::base(&ep.graph));
     let mut plan = Vec::new();
-    let app_json = match way {
-        WayIn::Existing(app_id) => {
-            let app = graph
-                .get_application(app_id)
-                .await?
-                .ok_or_else(|| rotation::app_not_found(app_id, &account.tenant_id))?;
+    let app_json = match existing_app {
+        Some(app) => {
             plan.push(format!(
                 "reuse the web app '{}' (App ID {})",
                 app.display_name.as_deref().unwrap_or(""),
@@ -863,7 +817,7 @@ async fn dry_run(
             ));
             serde_json::json!({"action": "reuse", "app_id": app.app_id, "app_object_id": app.id})
         }
-        _ => {
+        None => {
             let name = args
                 .app_name
                 .clone()
@@ -882,16 +836,7 @@ async fn dry_run(
             serde_json::json!({"action": "create", "display_name": name})
         }
     };
-    plan.push(format!(
-        "POST {}/{}/oauth2/v2.0/token  (client credentials with the new key, scope {})",
-        ep.authority.as_str().trim_end_matches('/'),
-        account.tenant_id,
-        ep.partner_center_scope()
-    ));
-    plan.push(format!(
-        "GET  {}/v1/profiles/legalbusiness?vettingVersion=Current  (App-only proof, repeated until it holds)",
-        ep.partner_center.as_str().trim_end_matches('/')
-    ));
+    plan.extend(rotation::verification_plan(ep, &account.tenant_id));
     plan.push(format!(
         "store the secret in {}",
         secrets.describe(&ctx.profile)
@@ -928,5 +873,5 @@ async fn dry_run(
             "policy": super::rotate::policy_json(account.policy.as_ref()),
         }),
     );
-    Ok(Exit::Success)
+    Exit::Success
 }

@@ -144,14 +144,17 @@ async fn open_session(
 }
 
 async fn read_policy_of(ui: &Ui, graph: &Graph) -> Option<LifetimePolicy> {
-    match graph.default_app_management_policy().await {
-        Ok(p) => Some(p),
-        Err(e) => {
-            // Admin agents may not read policies; addPassword still enforces them.
-            ui.detail(format!("could not read the app management policy: {e}"));
-            None
-        }
-    }
+    usable_policy(ui, graph.default_app_management_policy().await)
+}
+
+/// The policy when it could be read. Admin agents and automation identities often may not read
+/// it; that is no failure, since addPassword still enforces it.
+pub(super) fn usable_policy(
+    ui: &Ui,
+    read: Result<LifetimePolicy, crate::partner_center::ApiError>,
+) -> Option<LifetimePolicy> {
+    read.map_err(|e| ui.detail(format!("could not read the app management policy: {e}")))
+        .ok()
 }
 
 fn engine<'a>(ui: &'a Ui, s: &'a Session, meta: &'a MetaStore, verify_timeout: u64) -> Engine<'a> {
@@ -232,7 +235,7 @@ pub async fn rotate_profile(
             None => {}
         }
     }
-    super::init::summary(ctx, &p, &s.secrets, action).await;
+    super::init::summary(ctx, &p, &s.secrets, action);
     Ok(Exit::Success)
 }
 
@@ -250,31 +253,17 @@ async fn dry_run(
         .await?
         .ok_or_else(|| crate::rotation::app_not_found(&p.app_id, &p.tenant_id))?;
     let old = p.key_id.clone();
-    let base = |u: &url::Url| u.as_str().trim_end_matches('/').to_string();
-    let (graph, authority, pc) = (
-        base(&s.ep.graph),
-        base(&s.ep.authority),
-        base(&s.ep.partner_center),
-    );
-    let mut plan = vec![
-        format!(
-            "POST {}/v1.0/applications/{}/addPassword  (a key ending {})",
-            graph,
-            app.id,
-            end.date()
-        ),
-        format!(
-            "POST {}/{}/oauth2/v2.0/token  (client credentials with the new key, scope {})",
-            authority,
-            p.tenant_id,
-            s.ep.partner_center_scope()
-        ),
-        format!(
-            "GET  {}/v1/profiles/legalbusiness?vettingVersion=Current  (App-only proof, repeated until it holds)",
-            pc
-        ),
-        format!("store the new secret in {}", s.secrets.describe(&p.profile)),
-    ];
+    let graph = crate::rotation::base(&s.ep.graph);
+    let mut plan = vec![format!(
+        "POST {graph}/v1.0/applications/{}/addPassword  (a key ending {})",
+        app.id,
+        end.date()
+    )];
+    plan.extend(crate::rotation::verification_plan(&s.ep, &p.tenant_id));
+    plan.push(format!(
+        "store the new secret in {}",
+        s.secrets.describe(&p.profile)
+    ));
     match (&old, retirement) {
         (
             Some(k),

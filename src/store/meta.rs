@@ -56,6 +56,44 @@ pub struct Profile {
     pub sweep_key_names: Vec<String>,
 }
 
+impl Profile {
+    /// A new profile for an app, with no key recorded yet.
+    pub fn new(
+        profile: &str,
+        cloud: Cloud,
+        tenant_id: &str,
+        app_id: &str,
+        store: StoreKind,
+    ) -> Profile {
+        let now = OffsetDateTime::now_utc();
+        Profile {
+            profile: profile.to_string(),
+            cloud,
+            tenant_id: tenant_id.to_string(),
+            commerce_id: None,
+            app_id: app_id.to_string(),
+            app_object_id: None,
+            app_display_name: None,
+            key_id: None,
+            key_display_name: None,
+            secret_hint: None,
+            secret_expires: None,
+            store,
+            created_at: now,
+            updated_at: now,
+            verified_at: None,
+            pending: None,
+            retiring: Vec::new(),
+            sweep_key_names: Vec::new(),
+        }
+    }
+
+    /// A key (or, for a captured profile, a verified secret) is recorded: re-running init rotates.
+    pub fn holds_key(&self) -> bool {
+        self.key_id.is_some() || self.pending.is_some() || self.verified_at.is_some()
+    }
+}
+
 /// An old key left on the app until `after`, so tools still holding it keep working meanwhile.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RetiringKey {
