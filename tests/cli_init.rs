@@ -305,18 +305,127 @@ async fn exit_4_when_the_user_is_not_an_admin() {
     assert_eq!(doc["error"]["kind"], "permission_denied");
 }
 
+/// Graph requests that change the tenant (everything but reads).
+fn graph_writes(emu: &csp_onboard::emulator::Emulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1.0") && r.method != "GET")
+        .count()
+}
+
+/// An Admin agent holds no directory role in the partner tenant: Graph "Create servicePrincipal"
+/// needs Global / Application / Cloud Application Administrator, "Add members" a group admin. The
+/// plan is refused before any write, and App management plus capture is the way that works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_agent_is_enough() {
-    let (code, err, _) = init_exit(
-        Knobs {
-            signed_in_user: UserKind::AdminAgent,
-            ..fast_knobs()
-        },
-        &[],
-    )
+async fn an_admin_agent_is_refused_before_any_write_then_captures_an_app_management_key() {
+    let emu = emulator(Knobs {
+        signed_in_user: UserKind::AdminAgent,
+        ..fast_knobs()
+    })
     .await;
-    assert_eq!(code, 0, "{err}");
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let apps = emu.applications().len();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert_eq!(graph_writes(&emu), 0, "no write request: {err}");
+    assert_eq!(emu.applications().len(), apps, "no application");
+    assert!(
+        !cli.data_dir().join("profiles/default.json").exists(),
+        "no profile"
+    );
     assert!(err.contains("Admin agent"), "{err}");
+    assert!(
+        err.contains("App management") && err.contains("appmanagement"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--app-id") && err.contains("--app-secret-stdin"),
+        "names the capture command: {err}"
+    );
+    assert_eq!(json(&out)["error"]["exit_code"], 4);
+
+    // The way that works: "Add new web app" and "Add key" in App management, then capture.
+    let (app_id, object_id, secret) = emu.portal_create_app("Made in App management");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(shown["secret"], secret.expose(), "verified and stored");
+
+    // An agent's rotation: a new key made in App management, captured again, replaces it.
+    let new_secret = app_management_add_key(&emu, &object_id).await;
+    let writes = graph_writes(&emu);
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", new_secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["action"], "recaptured");
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(shown["secret"], new_secret.expose());
+    assert_eq!(
+        graph_writes(&emu),
+        writes,
+        "the agent never wrote through Graph"
+    );
+}
+
+/// "Add key" in App management acts with Partner Center's own rights: played here by the
+/// emulator's automation identity (an application permission), outside the CLI.
+async fn app_management_add_key(
+    emu: &csp_onboard::emulator::Emulator,
+    object_id: &str,
+) -> csp_onboard::secret::Secret {
+    use csp_onboard::partner_center::{Graph, HttpClient, client_credentials};
+    let ep = csp_onboard::cloud::Endpoints::from_urls(
+        csp_onboard::cloud::Cloud::Custom,
+        &emu.authority_url(),
+        &emu.graph_url(),
+        &emu.partner_center_url(),
+    )
+    .unwrap();
+    let http = HttpClient::new().unwrap();
+    let (app, secret) = emu.automation_credentials();
+    let t = client_credentials(
+        &http,
+        &ep,
+        &emu.tenant_id(),
+        &app,
+        &secret,
+        &ep.graph_scope(),
+    )
+    .await
+    .expect("an app-only Graph token");
+    let end = time::OffsetDateTime::now_utc() + time::Duration::days(365);
+    Graph::new(http, &ep, t.access_token)
+        .add_password(object_id, "Partner Center key 2", end)
+        .await
+        .expect("a second key")
+        .secret
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

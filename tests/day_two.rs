@@ -143,15 +143,17 @@ async fn dry_run_changes_nothing_and_shows_the_plan() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let d = json(&out);
     assert_eq!(d["dry_run"], true);
+    let steps = d["plan"]["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| {
+        let call = s["call"].as_str().unwrap();
+        call.starts_with("POST") && call.ends_with("/applications")
+    }));
     assert!(
-        d["plan"]
-            .as_array()
-            .unwrap()
+        steps
             .iter()
-            .any(|s| s.as_str().unwrap().contains("POST")
-                && s.as_str().unwrap().contains("/applications"))
+            .all(|s| s["permission"].is_string() && s["role"].is_string() && s["status"] == "run"),
+        "each step names its permission and role: {d}"
     );
-    assert!(d["permissions"].to_string().contains("user_impersonation"));
     assert_eq!(
         emu.requests()
             .iter()

@@ -470,6 +470,18 @@ impl Graph {
         }
     }
 
+    /// Partner Center's own service principal, for a tenant that lacks it (CIPP's SAM setup
+    /// creates it). Not retried: Partner Center's app exists long before this call, so a 400 here
+    /// is Graph's final answer, not replication lag.
+    pub async fn create_partner_center_service_principal(
+        &self,
+    ) -> Result<ServicePrincipal, ApiError> {
+        let body = serde_json::json!({ "appId": PARTNER_CENTER_APP_ID });
+        self.post("servicePrincipals", body, Idempotency::NotIdempotent, None)
+            .await?
+            .json(Service::Graph, "servicePrincipal")
+    }
+
     /// The ID of the group with this display name (e.g. `AdminAgents`), if there is one.
     pub async fn find_group(&self, display_name: &str) -> Result<Option<String>, ApiError> {
         #[derive(Deserialize)]
