@@ -48,7 +48,7 @@ pub const PUBLIC_CLIENTS: &[(&str, &str)] = &[
     (AZURE_POWERSHELL_APP_ID, "Microsoft Azure PowerShell"),
 ];
 
-/// 2: the Application Administrator user and group owners (issue 10).
+/// 2: the Application Administrator user and group owners (issue 10); version 1 is upgraded on load.
 const STATE_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
@@ -395,12 +395,15 @@ impl Data {
                     .with_context(|| format!("reading emulator state {}", path.display()));
             }
         };
-        let data: Data = serde_json::from_str(&text).with_context(|| {
+        let mut data: Data = serde_json::from_str(&text).with_context(|| {
             format!(
                 "emulator state {} is not valid; move it away to start fresh",
                 path.display()
             )
         })?;
+        if data.version == 1 {
+            data.upgrade_from_v1();
+        }
         anyhow::ensure!(
             data.version == STATE_VERSION,
             "emulator state {} has version {}, expected {STATE_VERSION}; move it away to start fresh",
@@ -408,6 +411,27 @@ impl Data {
             data.version
         );
         Ok(Some(data))
+    }
+
+    /// Version 1 had no Application Administrator user: add `appadmin@` with that role, so a
+    /// tenant kept by `--cloud emulator` keeps its apps.
+    fn upgrade_from_v1(&mut self) {
+        if self.user_of_kind(UserKind::AppAdmin).is_none() {
+            let app_admin = User {
+                id: new_guid(),
+                upn: format!("appadmin@{}", self.tenant_domain),
+                display_name: "Avery AppAdmin".to_string(),
+                kind: UserKind::AppAdmin,
+            };
+            self.roles.push(Role {
+                id: new_guid(),
+                template_id: APPLICATION_ADMIN_TEMPLATE.to_string(),
+                display_name: role_display_name(APPLICATION_ADMIN_TEMPLATE).to_string(),
+                members: vec![app_admin.id.clone()],
+            });
+            self.users.push(app_admin);
+        }
+        self.version = STATE_VERSION;
     }
 
     /// Atomic replace (temp file + rename), mode 0600: the file holds fake but working secrets.
@@ -492,6 +516,24 @@ impl Data {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_state_file_gains_the_application_administrator() {
+        let mut d = Data::seed();
+        d.users.retain(|u| u.kind != UserKind::AppAdmin);
+        d.roles
+            .retain(|r| r.template_id != APPLICATION_ADMIN_TEMPLATE);
+        d.version = 1;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        d.save(&path).unwrap();
+        let d = Data::load(&path).unwrap().unwrap();
+        let app_admin = d.user_of_kind(UserKind::AppAdmin).unwrap();
+        assert_eq!(
+            d.role_templates(&app_admin.id),
+            vec![APPLICATION_ADMIN_TEMPLATE]
+        );
+    }
 
     #[test]
     fn secrets_look_like_entra_secrets() {
