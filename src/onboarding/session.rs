@@ -110,6 +110,15 @@ impl Session {
 fn policy_state(read: Result<crate::partner_center::LifetimePolicy, ApiError>) -> PolicyState {
     match read {
         Ok(p) => PolicyState::Known(p),
-        Err(e) => PolicyState::Unknown(e.to_string()),
+        Err(e) if e.status == Some(403) => PolicyState::Unknown(
+            "refused: reading it needs the delegated permission Policy.Read.All".into(),
+        ),
+        Err(e) => PolicyState::Unknown(format!(
+            "could not be read ({})",
+            e.graph_code
+                .clone()
+                .or(e.status.map(|s| format!("HTTP {s}")))
+                .unwrap_or_else(|| "no answer".into())
+        )),
     }
 }
