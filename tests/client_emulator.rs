@@ -48,6 +48,7 @@ fn verify_opts(budget: Duration) -> VerifyOptions {
         fast_phase: budget,
         max_backoff: Duration::from_millis(300),
         app_is_new: true,
+        key_is_new: true,
     }
 }
 

@@ -27,6 +27,7 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let opts = VerifyOptions {
         budget: Duration::from_secs(2),
         consecutive: 1,
+        key_is_new: false,
         ..Default::default()
     };
     let spin = ctx.ui.spinner("Checking the stored secret…");

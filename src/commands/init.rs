@@ -164,6 +164,7 @@ fn validate_flags(args: &InitArgs) -> Result<(), UserError> {
 fn capture_verify_options(timeout_secs: u64) -> VerifyOptions {
     VerifyOptions {
         app_is_new: false,
+        key_is_new: false,
         ..verify_options(timeout_secs.min(90))
     }
 }

@@ -161,7 +161,7 @@ impl Engine<'_> {
         self.save(p)?;
         // 4–6. Verify, switch, retire.
         let retired = self
-            .finish(p, &object_id, &new.secret, &new.key_id, new.end, new.hint)
+            .finish(p, &object_id, &new.secret, &new.key_id, new.end, new.hint, now)
             .await?;
         Ok((Outcome::Replaced, retired))
     }
@@ -175,7 +175,13 @@ impl Engine<'_> {
         key_id: &str,
         end: OffsetDateTime,
         hint: Option<String>,
+        created: OffsetDateTime,
     ) -> anyhow::Result<Retired> {
+        // A key an interrupted run made long ago is past propagation: "expired" is final then.
+        let opts = VerifyOptions {
+            key_is_new: OffsetDateTime::now_utc() - created < self.verify.budget,
+            ..self.verify.clone()
+        };
         verify(
             self.obs,
             self.http,
@@ -183,7 +189,7 @@ impl Engine<'_> {
             &p.tenant_id,
             &p.app_id,
             secret,
-            &self.verify,
+            &opts,
         )
         .await
         .context(
@@ -323,7 +329,7 @@ impl Engine<'_> {
                     .secret_expires
                     .unwrap_or_else(OffsetDateTime::now_utc);
                 let retired = self
-                    .finish(p, object_id, &secret, key_id, end, None)
+                    .finish(p, object_id, &secret, key_id, end, None, pending.started_at)
                     .await?;
                 return Ok(Some((Outcome::Resumed, retired)));
             }
