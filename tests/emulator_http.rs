@@ -1469,6 +1469,59 @@ async fn plain_user_registers_and_manages_only_own_apps_and_adds_members_only_to
 }
 
 #[tokio::test]
+async fn patching_an_app_needs_its_owner_or_an_app_admin_role() {
+    let emu = start(quick()).await;
+    let agent = token_as(&emu, UserKind::AdminAgent).await;
+    let app_admin = token_as(&emu, UserKind::AppAdmin).await;
+    let (app_id, object_id) = register_app(&emu, &agent, "agent's").await;
+    let (other_app, other_object, _) = someone_elses_app(&emu, &agent).await;
+    let rename = |name: &str| {
+        Some(json!({"displayName": name, "web": {"homePageUrl": "https://example.com"}}))
+    };
+    let (s, b) = graph(
+        &emu,
+        "PATCH",
+        &format!("applications/{object_id}"),
+        &agent,
+        rename("renamed by its owner"),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    let (_, app) = graph(
+        &emu,
+        "GET",
+        &format!("applications(appId='{app_id}')"),
+        &agent,
+        None,
+    )
+    .await;
+    assert_eq!(app["displayName"], "renamed by its owner");
+    // The redirect URI sent at creation stays: PATCH keeps what it does not name.
+    assert_eq!(app["web"]["redirectUris"], json!(["http://localhost"]));
+    assert_eq!(app["web"]["homePageUrl"], "https://example.com");
+    assert_denied(
+        &graph(
+            &emu,
+            "PATCH",
+            &format!("applications/{other_object}"),
+            &agent,
+            rename("not yours"),
+        )
+        .await,
+    );
+    let (s, b) = graph(
+        &emu,
+        "PATCH",
+        &format!("applications(appId='{other_app}')"),
+        &app_admin,
+        rename("renamed by an application admin"),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn single_tenant_app_owner_creates_its_service_principal_only_with_application_developer() {
     let emu = start(quick()).await;
     let t = token_as(&emu, UserKind::Plain).await;
@@ -1625,7 +1678,8 @@ async fn with_the_policy_read_grant_global_and_app_admins_read_the_policy_but_ag
 async fn replication_delay_hides_new_apps_for_a_while() {
     let emu = start(quick()).await;
     let t = graph_token(&emu).await;
-    emu.update_knobs(|k| k.replication_delay = Duration::from_millis(600));
+    // Long enough that the requests checking the lag all fit inside it on a loaded machine.
+    emu.update_knobs(|k| k.replication_delay = Duration::from_millis(1500));
     // Taken before the app exists, so the wait below is at least the delay however slow the
     // requests in between are.
     let began = Instant::now();
@@ -1670,19 +1724,19 @@ async fn replication_delay_hides_new_apps_for_a_while() {
         700016,
     );
 
-    let mut tries = 0;
     loop {
-        tries += 1;
         let (s, _) = graph(&emu, "GET", &path, &t, None).await;
         if s == 200 {
             break;
         }
         assert_eq!(s, 404);
-        assert!(began.elapsed() < Duration::from_secs(5), "never replicated");
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "never replicated"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(tries > 1);
-    assert!(began.elapsed() >= Duration::from_millis(600));
+    assert!(began.elapsed() >= Duration::from_millis(1500));
 
     // A new service principal lags too: group additions and reads fail until it replicates.
     let (s, sp) = graph(
