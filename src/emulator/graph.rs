@@ -1407,8 +1407,10 @@ fn add_password(
                     "Credential lifetime exceeds the max value allowed as per assigned policy '{POLICY_ID}'."
                 ),
             );
+            // The maximum is not in the error (microsoft-apis.md §3.1 shows none): a caller who
+            // may not read the policy must not learn it here either.
             e.details = Some(json!([{"code": "InvalidKeyEndDate",
-                "message": format!("Key credential end date is invalid: the policy allows at most {}.", iso_duration(max)),
+                "message": "Key credential end date is invalid.",
                 "target": "EndDate"}]));
             return Err(e);
         }
