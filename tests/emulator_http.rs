@@ -1552,6 +1552,53 @@ async fn single_tenant_app_owner_creates_its_service_principal_only_with_applica
 }
 
 #[tokio::test]
+async fn a_missing_partner_center_service_principal_is_created_by_an_app_admin_but_not_an_agent() {
+    let emu = start(quick()).await;
+    assert!(emu.portal_delete_service_principal(PC_APP));
+    let agent = token_as(&emu, UserKind::AdminAgent).await;
+    let app_admin = token_as(&emu, UserKind::AppAdmin).await;
+    assert_graph(
+        &graph(
+            &emu,
+            "GET",
+            &format!("servicePrincipals(appId='{PC_APP}')"),
+            &agent,
+            None,
+        )
+        .await,
+        404,
+        "Request_ResourceNotFound",
+    );
+    // Without it, Entra does not know the Partner Center resource.
+    let (s, dc) = post_form(
+        &devicecode_url(&emu, "organizations"),
+        &[("client_id", AZURE_CLI), ("scope", PC_DEFAULT)],
+    )
+    .await;
+    assert_aad(&(s, dc), 400, "invalid_resource", 500011);
+    // Partner Center is a multi-tenant app: an Admin agent may not install it, an admin may.
+    assert_denied(&create_sp(&emu, &agent, PC_APP).await);
+    let (s, sp) = create_sp(&emu, &app_admin, PC_APP).await;
+    assert_eq!(s, 201, "{sp}");
+    assert_eq!(
+        sp["appOwnerOrganizationId"],
+        "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
+    );
+    assert_graph(
+        &create_sp(&emu, &app_admin, PC_APP).await,
+        409,
+        "Request_MultipleObjectsWithSameKeyValue",
+    );
+    let (s, dc) = post_form(
+        &devicecode_url(&emu, "organizations"),
+        &[("client_id", AZURE_CLI), ("scope", PC_DEFAULT)],
+    )
+    .await;
+    assert_eq!(s, 200, "{dc}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn member_of_lists_each_users_directory_roles_by_template_id() {
     let emu = start(quick()).await;
     let roles_and_groups = |v: &Value| -> (Vec<String>, Vec<String>) {

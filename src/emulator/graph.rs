@@ -908,13 +908,29 @@ fn create_sp(
             "Another object with the same value for property servicePrincipalNames already exists.",
         ));
     }
-    let app = visible_app.ok_or_else(|| request_bad(format!("The appId '{app_id}' of the service principal does not reference a valid application object.")))?;
-    let sp = ServicePrincipal {
-        id: new_guid(),
-        app_id: app.app_id.clone(),
-        display_name: app.display_name.clone(),
-        owner_tenant: d.tenant_id.clone(),
-        created: now,
+    // Microsoft's own multi-tenant apps (Partner Center, Graph, the public clients) exist in
+    // every tenant's reach: creating their service principal installs them, as CIPP's SAM setup
+    // does for a tenant missing Partner Center's.
+    let sp = match (visible_app, state::first_party_app_name(app_id)) {
+        (Some(app), _) => ServicePrincipal {
+            id: new_guid(),
+            app_id: app.app_id.clone(),
+            display_name: app.display_name.clone(),
+            owner_tenant: d.tenant_id.clone(),
+            created: now,
+        },
+        (None, Some(name)) => ServicePrincipal {
+            id: new_guid(),
+            app_id: app_id.to_ascii_lowercase(),
+            display_name: name.to_string(),
+            owner_tenant: state::MICROSOFT_SERVICES_TENANT.to_string(),
+            created: now,
+        },
+        (None, None) => {
+            return Err(request_bad(format!(
+                "The appId '{app_id}' of the service principal does not reference a valid application object."
+            )));
+        }
     };
     let v = sp_json(d, &sp);
     d.service_principals.push(sp);

@@ -50,7 +50,7 @@
 //! | `GET /organization` | app-only without Organization.Read.All/Directory.Read.All → 403 Authorization_RequestDenied |
 //! | `GET /me/memberOf`, `GET /me/transitiveMemberOf` | delegated only; groups and directory roles (`#microsoft.graph.directoryRole` with `roleTemplateId`; no nested groups here, so both list the same); `$select` of unknown properties 400; `@odata.nextLink` (absolute, this emulator's Graph URL, same route, `$skiptoken`) every `member_of_page_size` (or `$top`) items |
 //! | `GET /servicePrincipals(appId='…')`, `GET /servicePrincipals?$filter=appId eq '…'` | 404 Request_ResourceNotFound; Partner Center's is absent when `not_csp_tenant` |
-//! | `POST /servicePrincipals` `{"appId"}` | unknown props 400; **who** (below) 403; exists 409 Request_MultipleObjectsWithSameKeyValue; app unknown/replicating 400 Request_BadRequest → 201 |
+//! | `POST /servicePrincipals` `{"appId"}` | unknown props 400; **who** (below) 403; exists 409 Request_MultipleObjectsWithSameKeyValue; app unknown/replicating 400 Request_BadRequest (Microsoft's first-party apps, e.g. Partner Center's, are always known: their service principal is created in the tenant) → 201 |
 //! | `POST /applications` | **who** 403; `displayName` required; unknown properties (also inside `web`, `requiredResourceAccess`) 400 BadRequest; bad `signInAudience` 400 Request_BadRequest; no `signInAudience` → `AzureADandPersonalMicrosoftAccount` (Graph's default); the signed-in creator becomes owner → 201 |
 //! | `GET /applications(appId='…')`, `GET /applications/{id}`, `GET /applications?$filter=appId eq '…'` (or `displayName eq`) | 404 Request_ResourceNotFound (filter: empty `value`); `passwordCredentials[].secretText` is always null |
 //! | `POST /applications/{id}/addPassword` (also `applications(appId='…')/addPassword`) | app unknown/replicating 404; **who** 403; `passwords_disallowed` 400 CredentialTypeNotAllowedAsPerAppPolicy; `endDateTime` beyond `max_password_lifetime` 400 CredentialInvalidLifetimeAsPerAppPolicy (details InvalidKeyEndDate); personal-account audiences hold at most 2 (400 Request_BadRequest "TooManyAppPasswords: …", UNCONFIRMED); `max_app_passwords` reached → 400 Directory_ResourceSizeExceeded; default end start+2 years → 200 with `secretText` (only here) |
@@ -679,6 +679,26 @@ impl Emulator {
             ids
         });
         (app_id, object_id, crate::secret::Secret::new(secret))
+    }
+
+    /// Delete an app's service principal ("Delete" on the enterprise application in the Entra
+    /// admin center), e.g. Partner Center's: a CSP tenant whose Partner Center service principal is
+    /// missing. False if there was none.
+    pub fn portal_delete_service_principal(&self, app_id: &str) -> bool {
+        self.shared.write(|d| {
+            let Some(i) = d
+                .service_principals
+                .iter()
+                .position(|sp| sp.app_id.eq_ignore_ascii_case(app_id))
+            else {
+                return false;
+            };
+            let gone = d.service_principals.remove(i).id;
+            for g in &mut d.groups {
+                g.members.retain(|m| *m != gone);
+            }
+            true
+        })
     }
 
     /// Delete a password in the portal. False if the app or key does not exist.
