@@ -1599,6 +1599,26 @@ async fn a_missing_partner_center_service_principal_is_created_by_an_app_admin_b
 }
 
 #[tokio::test]
+async fn a_key_added_in_app_management_authenticates_beside_the_first() {
+    let emu = start(quick()).await;
+    let (app_id, _, first) = emu.portal_create_app("portal app");
+    let (key_id, second) = emu.portal_add_key(&app_id).unwrap();
+    for secret in [first.expose(), second.expose()] {
+        let (s, b) = client_credentials(&emu, &app_id, secret, PC_DEFAULT).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let apps = emu.applications();
+    let app = apps.iter().find(|a| a.app_id == app_id).unwrap();
+    assert_eq!(app.passwords.len(), 2);
+    assert!(app.passwords.iter().any(|p| p.key_id == key_id));
+    assert!(
+        emu.portal_add_key("00000000-1111-2222-3333-444444444444")
+            .is_none()
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn member_of_lists_each_users_directory_roles_by_template_id() {
     let emu = start(quick()).await;
     let roles_and_groups = |v: &Value| -> (Vec<String>, Vec<String>) {

@@ -701,6 +701,30 @@ impl Emulator {
         })
     }
 
+    /// "Add key" in Partner Center's App management on an existing app: a new 1-year password,
+    /// made now (so `secret_propagation_delay` applies, as to any new key). Returns (key ID,
+    /// secret text), or None if the app does not exist.
+    pub fn portal_add_key(&self, app_id: &str) -> Option<(String, crate::secret::Secret)> {
+        let secret = state::new_client_secret();
+        let now = OffsetDateTime::now_utc();
+        let key_id = self.shared.write(|d| {
+            let app = d.app_by_app_id_mut(app_id)?;
+            let key_id = state::new_guid();
+            app.passwords.push(state::Password {
+                key_id: key_id.clone(),
+                display_name: Some("Partner Center key".to_string()),
+                secret_sha256: state::sha256_hex(&secret),
+                hint: secret.chars().take(3).collect(),
+                start: now,
+                end: now + time::Duration::days(365),
+                created: now,
+                auths_after_delay: 0,
+            });
+            Some(key_id)
+        })?;
+        Some((key_id, crate::secret::Secret::new(secret)))
+    }
+
     /// Delete a password in the portal. False if the app or key does not exist.
     pub fn portal_remove_password(&self, app_id: &str, key_id: &str) -> bool {
         self.shared.write(|d| {
