@@ -989,6 +989,7 @@ async fn graph_add_password_returns_the_secret_once_with_the_requested_end() {
 async fn graph_add_password_beyond_the_lifetime_policy_is_a_policy_error_with_exit_5() {
     let env = Env::new(Knobs {
         max_password_lifetime: Some(Duration::from_secs(180 * 86400)),
+        grant_policy_read: true,
         ..fast_knobs()
     })
     .await;
@@ -1021,6 +1022,7 @@ async fn graph_add_password_beyond_the_lifetime_policy_is_a_policy_error_with_ex
 async fn graph_add_password_when_passwords_are_disallowed_is_a_policy_error_with_exit_5() {
     let env = Env::new(Knobs {
         passwords_disallowed: true,
+        grant_policy_read: true,
         ..fast_knobs()
     })
     .await;
@@ -1049,7 +1051,11 @@ async fn graph_add_password_when_passwords_are_disallowed_is_a_policy_error_with
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_default_policy_without_restrictions_allows_any_lifetime() {
-    let env = Env::new(fast_knobs()).await;
+    let env = Env::new(Knobs {
+        grant_policy_read: true,
+        ..fast_knobs()
+    })
+    .await;
     let g = env.graph().await;
     let p = g.default_app_management_policy().await.expect("policy");
     assert_eq!(p.max_password_lifetime_days, None);

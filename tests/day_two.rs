@@ -532,7 +532,8 @@ async fn rotation_reads_the_policy_only_when_graph_refuses_the_lifetime() {
 
     // The tenant now caps secrets at a year: the 2-year attempt is refused, the policy read, a 1-year key made.
     emu.update_knobs(|k| {
-        k.max_password_lifetime = Some(std::time::Duration::from_secs(365 * 86400))
+        k.max_password_lifetime = Some(std::time::Duration::from_secs(365 * 86400));
+        k.grant_policy_read = true;
     });
     let out = cli.run(&rot, "").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -669,6 +670,7 @@ async fn rotate_all_dry_run_sends_nothing() {
 async fn a_policy_shorter_than_a_year_still_allows_rotation() {
     let knobs = Knobs {
         max_password_lifetime: Some(std::time::Duration::from_secs(180 * 86400)),
+        grant_policy_read: true,
         ..fast_knobs()
     };
     let (_emu, cli, _) = onboarded(knobs).await;

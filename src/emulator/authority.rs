@@ -383,7 +383,11 @@ fn parse_scope(d: &Data, knobs: &Knobs, scope: &str) -> Result<Scopes, AadError>
         if !perm_ok {
             return Err(invalid_scope(s));
         }
-        if res == Resource::PartnerCenter && knobs.not_csp_tenant {
+        // No Partner Center service principal (not a partner, or deleted): Entra cannot find
+        // the resource.
+        if res == Resource::PartnerCenter
+            && (knobs.not_csp_tenant || d.sp_by_app_id(PARTNER_CENTER_APP_ID).is_none())
+        {
             return Err(resource_not_found(d, PC_AUDIENCE));
         }
         match resource {

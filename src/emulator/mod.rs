@@ -50,10 +50,11 @@
 //! | `GET /organization` | app-only without Organization.Read.All/Directory.Read.All → 403 Authorization_RequestDenied |
 //! | `GET /me/memberOf`, `GET /me/transitiveMemberOf` | delegated only; groups and directory roles (`#microsoft.graph.directoryRole` with `roleTemplateId`; no nested groups here, so both list the same); `$select` of unknown properties 400; `@odata.nextLink` (absolute, this emulator's Graph URL, same route, `$skiptoken`) every `member_of_page_size` (or `$top`) items |
 //! | `GET /servicePrincipals(appId='…')`, `GET /servicePrincipals?$filter=appId eq '…'` | 404 Request_ResourceNotFound; Partner Center's is absent when `not_csp_tenant` |
-//! | `POST /servicePrincipals` `{"appId"}` | unknown props 400; **who** (below) 403; exists 409 Request_MultipleObjectsWithSameKeyValue; app unknown/replicating 400 Request_BadRequest → 201 |
+//! | `POST /servicePrincipals` `{"appId"}` | unknown props 400; **who** (below) 403; exists 409 Request_MultipleObjectsWithSameKeyValue; app unknown/replicating 400 Request_BadRequest (Microsoft's first-party apps, e.g. Partner Center's, are always known: their service principal is created in the tenant) → 201 |
 //! | `POST /applications` | **who** 403; `displayName` required; unknown properties (also inside `web`, `requiredResourceAccess`) 400 BadRequest; bad `signInAudience` 400 Request_BadRequest; no `signInAudience` → `AzureADandPersonalMicrosoftAccount` (Graph's default); the signed-in creator becomes owner → 201 |
 //! | `GET /applications(appId='…')`, `GET /applications/{id}`, `GET /applications?$filter=appId eq '…'` (or `displayName eq`) | 404 Request_ResourceNotFound (filter: empty `value`); `passwordCredentials[].secretText` is always null |
 //! | `POST /applications/{id}/addPassword` (also `applications(appId='…')/addPassword`) | app unknown/replicating 404; **who** 403; `passwords_disallowed` 400 CredentialTypeNotAllowedAsPerAppPolicy; `endDateTime` beyond `max_password_lifetime` 400 CredentialInvalidLifetimeAsPerAppPolicy (details InvalidKeyEndDate); personal-account audiences hold at most 2 (400 Request_BadRequest "TooManyAppPasswords: …", UNCONFIRMED); `max_app_passwords` reached → 400 Directory_ResourceSizeExceeded; default end start+2 years → 200 with `secretText` (only here) |
+//! | `PATCH /applications/{id}` (also `applications(appId='…')`) | the body rules of `POST /applications` (`displayName` optional); app unknown/replicating 404; **who** 403; complex properties keep the sub-properties not sent → 204 |
 //! | `POST /applications/{id}/removePassword` `{"keyId"}` | app unknown/replicating 404; **who** 403; unknown keyId 400 Request_BadRequest (UNCONFIRMED) → 204 |
 //! | `GET /groups?$filter=displayName eq '…'` | delegated, or GroupMember.Read(Write).All / Group.Read(Write).All |
 //! | `POST /groups/{id}/members/$ref` `{"@odata.id": "{https://graph.microsoft.com or graph_url()}/v1.0/directoryObjects/{id}"}` | group unknown 404; **who** 403; object unknown/replicating 404; already a member 400 Request_BadRequest "One or more added object references already exist…" → 204 |
@@ -69,7 +70,7 @@
 //! | `POST /applications` | Application.ReadWrite.All, Directory.AccessAsUser.All | any member ("users can register applications" is on) | Application.ReadWrite.All, Application.ReadWrite.OwnedBy, Directory.ReadWrite.All |
 //! | `POST /servicePrincipals`, multi-tenant app | same | Global / Application / Cloud Application Administrator | same |
 //! | `POST /servicePrincipals`, single-tenant app (`AzureADMyOrg`) | same | those, or the app's owner holding Application Developer | same |
-//! | `addPassword`, `removePassword` | same | the app's owner, or Global / Application / Cloud Application Administrator | same |
+//! | `addPassword`, `removePassword`, `PATCH /applications/{id}` | same | the app's owner, or Global / Application / Cloud Application Administrator | same |
 //! | `POST /groups/{id}/members/$ref` | GroupMember.ReadWrite.All, Group.ReadWrite.All, Directory.AccessAsUser.All | the group's owner, or Global / Groups / User / Privileged Role Administrator | GroupMember.ReadWrite.All, Group.ReadWrite.All, Directory.ReadWrite.All |
 //! | `GET /policies/defaultAppManagementPolicy` | Policy.Read.All, Policy.Read.ApplicationConfiguration, Policy.ReadWrite.ApplicationConfiguration | Global Reader or higher: Global Reader, Global Administrator, Application / Cloud Application Administrator (the last two UNCONFIRMED) | the same three permissions |
 //! | reads (`/me`, `memberOf`, `/organization`, `/applications`, `/servicePrincipals`, `/groups`) | their Read/ReadWrite permission, or Directory.AccessAsUser.All | any member | their Read/ReadWrite permission |
@@ -678,6 +679,50 @@ impl Emulator {
             ids
         });
         (app_id, object_id, crate::secret::Secret::new(secret))
+    }
+
+    /// Delete an app's service principal ("Delete" on the enterprise application in the Entra
+    /// admin center), e.g. Partner Center's: a CSP tenant whose Partner Center service principal is
+    /// missing. False if there was none.
+    pub fn portal_delete_service_principal(&self, app_id: &str) -> bool {
+        self.shared.write(|d| {
+            let Some(i) = d
+                .service_principals
+                .iter()
+                .position(|sp| sp.app_id.eq_ignore_ascii_case(app_id))
+            else {
+                return false;
+            };
+            let gone = d.service_principals.remove(i).id;
+            for g in &mut d.groups {
+                g.members.retain(|m| *m != gone);
+            }
+            true
+        })
+    }
+
+    /// "Add key" in Partner Center's App management on an existing app: a new 1-year password,
+    /// made now (so `secret_propagation_delay` applies, as to any new key). Returns (key ID,
+    /// secret text), or None if the app does not exist.
+    pub fn portal_add_key(&self, app_id: &str) -> Option<(String, crate::secret::Secret)> {
+        let secret = state::new_client_secret();
+        let now = OffsetDateTime::now_utc();
+        let key_id = self.shared.write(|d| {
+            let app = d.app_by_app_id_mut(app_id)?;
+            let key_id = state::new_guid();
+            app.passwords.push(state::Password {
+                key_id: key_id.clone(),
+                display_name: Some("Partner Center key".to_string()),
+                secret_sha256: state::sha256_hex(&secret),
+                hint: secret.chars().take(3).collect(),
+                start: now,
+                end: now + time::Duration::days(365),
+                created: now,
+                auths_after_delay: 0,
+            });
+            Some(key_id)
+        })?;
+        Some((key_id, crate::secret::Secret::new(secret)))
     }
 
     /// Delete a password in the portal. False if the app or key does not exist.

@@ -49,6 +49,19 @@ pub const PUBLIC_CLIENTS: &[(&str, &str)] = &[
 ];
 
 /// 2: the Application Administrator user and group owners (issue 10); version 1 is upgraded on load.
+/// The name of a Microsoft first-party multi-tenant app this emulator knows, by app ID.
+pub fn first_party_app_name(app_id: &str) -> Option<&'static str> {
+    let app_id = app_id.to_ascii_lowercase();
+    match app_id.as_str() {
+        PARTNER_CENTER_APP_ID => Some("Partner Center"),
+        GRAPH_APP_ID => Some("Microsoft Graph"),
+        _ => PUBLIC_CLIENTS
+            .iter()
+            .find(|(id, _)| *id == app_id)
+            .map(|(_, name)| *name),
+    }
+}
+
 const STATE_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
