@@ -161,7 +161,15 @@ impl Engine<'_> {
         self.save(p)?;
         // 4–6. Verify, switch, retire.
         let retired = self
-            .finish(p, &object_id, &new.secret, &new.key_id, new.end, new.hint, now)
+            .finish(
+                p,
+                &object_id,
+                &new.secret,
+                &new.key_id,
+                new.end,
+                new.hint,
+                now,
+            )
             .await?;
         Ok((Outcome::Replaced, retired))
     }

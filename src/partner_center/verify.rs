@@ -443,7 +443,8 @@ mod tests {
 
     #[tokio::test]
     async fn expired_right_after_creation_is_propagation() {
-        let (r, events, seen) = run(vec![expired(), token(), pc_ok(), token(), token()], opts()).await;
+        let (r, events, seen) =
+            run(vec![expired(), token(), pc_ok(), token(), token()], opts()).await;
         assert!(r.is_ok(), "{r:?}");
         assert!(matches!(events[0], VerifyEvent::Propagating { .. }));
         assert_eq!(seen.len(), 5);
