@@ -161,15 +161,7 @@ impl Engine<'_> {
         self.save(p)?;
         // 4–6. Verify, switch, retire.
         let retired = self
-            .finish(
-                p,
-                &object_id,
-                &new.secret,
-                &new.key_id,
-                new.end,
-                new.hint,
-                now,
-            )
+            .finish(p, &object_id, &new.secret, &new.key_id, new.end, now)
             .await?;
         Ok((Outcome::Replaced, retired))
     }
@@ -182,7 +174,6 @@ impl Engine<'_> {
         secret: &Secret,
         key_id: &str,
         end: OffsetDateTime,
-        hint: Option<String>,
         created: OffsetDateTime,
     ) -> anyhow::Result<Retired> {
         // A key an interrupted run made long ago is past propagation: "expired" is final then.
@@ -209,7 +200,8 @@ impl Engine<'_> {
             .await
             .context("storing the verified secret")?;
         p.key_id = Some(key_id.to_string());
-        p.secret_hint = Some(hint.unwrap_or_else(|| secret.hint()));
+        // Graph's hint is the secret's first characters: the same as this.
+        p.secret_hint = Some(secret.hint());
         p.secret_expires = Some(end);
         p.verified_at = Some(OffsetDateTime::now_utc());
         p.store = self.secrets.kind();
@@ -337,7 +329,7 @@ impl Engine<'_> {
                     .secret_expires
                     .unwrap_or_else(OffsetDateTime::now_utc);
                 let retired = self
-                    .finish(p, object_id, &secret, key_id, end, None, pending.started_at)
+                    .finish(p, object_id, &secret, key_id, end, pending.started_at)
                     .await?;
                 return Ok(Some((Outcome::Resumed, retired)));
             }
