@@ -228,7 +228,7 @@ pub struct InitArgs {
     pub dry_run: bool,
 
     /// How long to wait for a new secret to propagate through Entra ID before giving up (exit 7).
-    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub verify_timeout: u64,
 }
 
@@ -243,7 +243,7 @@ pub struct RotateArgs {
 
     /// Keep the old key for DAYS more, then remove it on the first signed-in run after that
     /// (Graph cannot shorten an existing key's end date).
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::input::MAX_OVERLAP_DAYS as i64))]
     pub overlap: Option<u32>,
 
     /// Rotate every stored profile (one sign-in per tenant), several at a time.
@@ -263,11 +263,11 @@ pub struct RotateArgs {
     pub secret_years: Option<u8>,
 
     /// Do nothing unless the stored key expires within this many days.
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::input::MAX_WINDOW_DAYS as i64))]
     pub if_expiring_within: Option<u32>,
 
     /// How long to wait for the new secret to propagate through Entra ID before giving up (exit 7).
-    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub verify_timeout: u64,
 }
 
@@ -281,7 +281,7 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Exit 10 when the key expires within this many days.
-    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    #[arg(long, default_value_t = 30, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::input::MAX_WINDOW_DAYS as i64))]
     pub warn_days: u32,
 
     /// With --auth, also sign in and check that the key still exists on the app (drift:

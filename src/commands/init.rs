@@ -636,7 +636,7 @@ async fn onboard(
         meta: &ctx.meta,
         verify: verify_options(args.verify_timeout),
     };
-    let end = OffsetDateTime::now_utc() + Duration::days(days);
+    let end = crate::input::days_from_now(days, "the key lifetime")?;
     engine
         .replace_key(&mut p, end, &crate::rotation::Retirement::default())
         .await?;

@@ -268,12 +268,24 @@ impl MetaStore {
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Profile> {
-    serde_json::from_slice(bytes).with_context(|| {
+    let damaged = |why: String| {
         format!(
-            "the profile file {} is damaged; fix it or delete it and run `csp-onboard init` again",
+            "the profile file {} is damaged{why}; fix it or delete it and run `csp-onboard init` again",
             path.display()
         )
-    })
+    };
+    let p: Profile = serde_json::from_slice(bytes).with_context(|| damaged(String::new()))?;
+    // A value no run could have written (an older version did not bound it) would fail later,
+    // in the middle of a rotation: refuse it here, where the file can be named.
+    if let Some(days) = p.pending.as_ref().and_then(|r| r.overlap_days)
+        && days > crate::input::MAX_OVERLAP_DAYS
+    {
+        anyhow::bail!(damaged(format!(
+            ": pending.overlap_days is {days}, more than {}",
+            crate::input::MAX_OVERLAP_DAYS
+        )));
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

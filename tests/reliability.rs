@@ -1,0 +1,153 @@
+//! What an adversarial pass broke (issue 11), each as the built binary against the emulator:
+//! panics from extreme values, a profile file whose name and content disagree, a stored secret
+//! sent to another cloud, revocation after an unfinished rotation, symlinked temp files,
+//! unreadable environment values, endless waits, core dumps, and input validation.
+
+mod common;
+
+use common::*;
+use csp_onboard::emulator::{Emulator, Knobs};
+use serde_json::Value;
+
+const DEVICE: [&str; 3] = ["--non-interactive", "--auth", "device-code"];
+
+async fn onboarded(knobs: Knobs) -> (Emulator, Cli, Value) {
+    let emu = emulator(knobs).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let mut args = vec!["init", "--json", "--tenant", &tenant];
+    args.extend(DEVICE);
+    let out = cli.run(&args, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    (emu, cli, doc)
+}
+
+fn args<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
+    head.iter().chain(tail).copied().collect()
+}
+
+fn assert_no_panic(out: &std::process::Output, what: &str) {
+    let err = stderr(out);
+    assert!(
+        code(out) != 101 && !err.contains("panicked") && !err.contains("internal error"),
+        "{what}: exit {} {err}",
+        code(out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. No input can panic.
+
+/// Every numeric flag, with values from the edges of every integer type and beyond: each run
+/// ends with a handled exit code (a value out of range is exit 2), never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_numeric_flag_value_makes_the_binary_panic() {
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    let extreme = [
+        "-1",
+        "4294967295",
+        "4294967296",
+        "18446744073709551616",
+        "99999999999999999999999",
+        "1e9",
+        "",
+        "x",
+    ];
+    let rotate: Vec<&str> = args(&["rotate"], &DEVICE);
+    let dry: Vec<&str> = args(&rotate, &["--dry-run"]);
+    let init_dry: Vec<&str> = args(&["init", "--dry-run"], &DEVICE);
+    // (command, flag, values a user may give that must work)
+    let table: Vec<(Vec<&str>, &str, Vec<&str>)> = vec![
+        (rotate.clone(), "--overlap", vec!["0", "730"]),
+        (rotate.clone(), "--if-expiring-within", vec!["0", "3650"]),
+        (dry.clone(), "--secret-years", vec!["1", "2"]),
+        (dry.clone(), "--verify-timeout", vec!["1", "3600"]),
+        (
+            args(&["rotate", "--all", "--dry-run"], &DEVICE),
+            "--jobs",
+            vec!["1", "64"],
+        ),
+        (init_dry.clone(), "--secret-years", vec!["2"]),
+        (init_dry, "--verify-timeout", vec!["1"]),
+        (vec!["check"], "--warn-days", vec!["0", "3650"]),
+    ];
+    for (cmd, flag, good) in &table {
+        for v in good {
+            let out = cli.run(&args(cmd, &[flag, v]), "").await;
+            assert_no_panic(&out, &format!("{cmd:?} {flag} {v}"));
+            // check --warn-days 3650 rightly says "expiring" (10) for a one-year key.
+            assert!(
+                [0, 10].contains(&code(&out)),
+                "{cmd:?} {flag} {v}: {}",
+                stderr(&out)
+            );
+        }
+        for v in extreme {
+            let out = cli.run(&args(cmd, &[flag, v]), "").await;
+            assert_no_panic(&out, &format!("{cmd:?} {flag} {v}"));
+            assert_eq!(code(&out), 2, "{cmd:?} {flag} {v}: {}", stderr(&out));
+        }
+    }
+    // Just past each bound.
+    for (cmd, flag, v) in [
+        (&rotate, "--overlap", "731"),
+        (&rotate, "--overlap", "10000000"),
+        (&rotate, "--if-expiring-within", "3651"),
+        (&dry, "--secret-years", "3"),
+        (&dry, "--verify-timeout", "0"),
+        (&dry, "--verify-timeout", "3601"),
+    ] {
+        let out = cli.run(&args(cmd, &[flag, v]), "").await;
+        assert_no_panic(&out, &format!("{flag} {v}"));
+        assert_eq!(code(&out), 2, "{flag} {v}: {}", stderr(&out));
+    }
+    let out = cli.run(&["check", "--warn-days", "3651"], "").await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    // The emulator's own knobs: a value it accepts runs a server, so only refusals are run.
+    for flag in [
+        "--port",
+        "--latency-ms",
+        "--replication-delay-ms",
+        "--propagation-delay-ms",
+        "--max-secret-lifetime-days",
+        "--device-code-interval",
+        "--auto-approve",
+        "--hang-after-request",
+    ] {
+        for v in ["-1", "18446744073709551616", "1e9", "x"]
+            .into_iter()
+            .chain((flag != "--hang-after-request").then_some("18446744073709551615"))
+        {
+            let out = cli.run(&["emulator", flag, v], "").await;
+            assert_no_panic(&out, &format!("emulator {flag} {v}"));
+            assert_eq!(code(&out), 2, "emulator {flag} {v}: {}", stderr(&out));
+        }
+    }
+}
+
+/// A pending record written by an older version with an absurd overlap is a clear error naming
+/// the file, not a panic on every later run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_overlap_out_of_range_is_a_clear_error_not_a_panic() {
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    let path = cli.data_dir().join("profiles/default.json");
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    meta["pending"] = serde_json::json!({
+        "key_display_name": "csp-onboard default 2026-11-30T10:00:00Z abc123",
+        "started_at": "2026-11-30T10:00:00Z",
+        "old_key_id": meta["key_id"],
+        "overlap_days": 10_000_000u32,
+    });
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    for cmd in [args(&["rotate"], &DEVICE), vec!["show"], vec!["check"]] {
+        let out = cli.run(&cmd, "").await;
+        assert_no_panic(&out, &format!("{cmd:?}"));
+        assert_eq!(code(&out), 1, "{cmd:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("default.json") && err.contains("overlap_days"),
+            "{cmd:?}: {err}"
+        );
+    }
+}
