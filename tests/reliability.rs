@@ -151,3 +151,36 @@ async fn a_stored_overlap_out_of_range_is_a_clear_error_not_a_panic() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. The file name is the profile's identity.
+
+/// A copied profile file names another profile inside: acting on it would change that one
+/// while holding the copy's lock. Every command refuses it, naming both, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_file_naming_another_profile_is_refused() {
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    let profiles = cli.data_dir().join("profiles");
+    std::fs::copy(profiles.join("default.json"), profiles.join("copy.json")).unwrap();
+    let requests = emu.requests().len();
+    for cmd in [
+        vec!["remove", "--profile", "copy", "--yes"],
+        args(&["rotate", "--profile", "copy"], &DEVICE),
+        vec!["show", "--profile", "copy"],
+        vec!["check", "--profile", "copy"],
+    ] {
+        let out = cli.run(&cmd, "").await;
+        assert_eq!(code(&out), 1, "{cmd:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("copy.json") && err.contains("'default'") && err.contains("'copy'"),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert_eq!(emu.requests().len(), requests, "no request at all");
+    // default is untouched: its metadata, its secret, its key.
+    assert!(profiles.join("default.json").exists());
+    assert!(cli.data_dir().join("secrets/default.secret").exists());
+    let out = cli.run(&["show", "--json"], "").await;
+    assert_eq!(json(&out)["key_id"], doc["key_id"]);
+}

@@ -187,7 +187,7 @@ impl MetaStore {
         validate_profile_name(profile)?;
         let path = self.path(profile);
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(parse(&path, &bytes)?)),
+            Ok(bytes) => Ok(Some(parse(&path, profile, &bytes)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -260,14 +260,16 @@ impl MetaStore {
             let path = entry.path();
             let bytes =
                 fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            out.push(parse(&path, &bytes)?);
+            out.push(parse(&path, stem, &bytes)?);
         }
         out.sort_by(|a, b| a.profile.cmp(&b.profile));
         Ok(out)
     }
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Profile> {
+/// Read one profile file. Its name is the profile's identity (the lock and the secret go by it):
+/// a file whose content names another profile, e.g. a copy, is refused rather than acted on.
+fn parse(path: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<Profile> {
     let damaged = |why: String| {
         format!(
             "the profile file {} is damaged{why}; fix it or delete it and run `csp-onboard init` again",
@@ -275,6 +277,21 @@ fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Profile> {
         )
     };
     let p: Profile = serde_json::from_slice(bytes).with_context(|| damaged(String::new()))?;
+    if p.profile != name {
+        return Err(UserError::new(
+            crate::exit::Exit::Failure,
+            format!(
+                "the profile file {} says it is profile '{}', not '{name}'",
+                path.display(),
+                p.profile
+            ),
+        )
+        .hint(format!(
+            "a copied or renamed file? delete {}, or set its \"profile\" field to \"{name}\"",
+            path.display()
+        ))
+        .into());
+    }
     // A value no run could have written (an older version did not bound it) would fail later,
     // in the middle of a rotation: refuse it here, where the file can be named.
     if let Some(days) = p.pending.as_ref().and_then(|r| r.overlap_days)
