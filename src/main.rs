@@ -6,6 +6,12 @@ use csp_onboard::exit::Exit;
 use csp_onboard::report;
 
 fn main() -> std::process::ExitCode {
+    // Before clap reads them: an unreadable value would otherwise count as unset.
+    if let Err(e) = csp_onboard::commands::check_environment() {
+        let json = std::env::args_os().any(|a| a == "--json");
+        let code = report::print_error(&e.into(), json).code();
+        return std::process::ExitCode::from(code as u8);
+    }
     let cli = Cli::parse();
     let json = cli.global.json;
     let terminal = TerminalSettings::save();

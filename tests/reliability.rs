@@ -184,3 +184,62 @@ async fn a_profile_file_naming_another_profile_is_refused() {
     let out = cli.run(&["show", "--json"], "").await;
     assert_eq!(json(&out)["key_id"], doc["key_id"]);
 }
+
+/// Run a prepared command off the async runtime, with `stdin` as input.
+async fn run_cmd(mut c: std::process::Command, stdin: Vec<u8>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::process::Stdio;
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn csp-onboard");
+        if let Some(mut s) = child.stdin.take() {
+            let _ = s.write_all(&stdin);
+        }
+        child.wait_with_output().expect("wait for csp-onboard")
+    })
+    .await
+    .expect("join")
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. An environment value that is set but unreadable is a usage error, not "unset".
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_utf8_environment_value_is_a_usage_error_naming_the_variable() {
+    use std::os::unix::ffi::OsStrExt;
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let (app_id, _, _) = emu.portal_create_app("Captured");
+    let bad = std::ffi::OsStr::from_bytes(b"abc\xff\xfedef");
+    for var in [
+        "CSP_ONBOARD_APP_SECRET",
+        "CSP_ONBOARD_STORE",
+        "CSP_ONBOARD_PROFILE",
+        "CSP_ONBOARD_ANYTHING",
+    ] {
+        // A capture: with the secret unreadable, it must not turn into "add a key to the app".
+        let mut c = cli.command(&[
+            "init",
+            "--non-interactive",
+            "--tenant",
+            &tenant,
+            "--app-id",
+            &app_id,
+        ]);
+        c.env(var, bad);
+        let before = emu.requests().len();
+        let out = run_cmd(c, Vec::new()).await;
+        assert_eq!(code(&out), 2, "{var}: {}", stderr(&out));
+        assert!(stderr(&out).contains(var), "{var}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("def"), "the value is never shown");
+        assert_eq!(emu.requests().len(), before, "{var}: no request");
+    }
+    assert!(
+        !cli.data_dir().join("profiles/default.json").exists(),
+        "nothing stored"
+    );
+}

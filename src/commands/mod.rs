@@ -52,6 +52,22 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
     }
 }
 
+/// Every `CSP_ONBOARD_*` variable that is set must be readable: a non-UTF-8 value would
+/// otherwise count as unset, and e.g. turn a capture (with `CSP_ONBOARD_APP_SECRET`) into a
+/// sign-in and a new key the user did not ask for. Exit 2, naming the variable, never its value.
+pub fn check_environment() -> Result<(), UserError> {
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CSP_ONBOARD_") && value.to_str().is_none() {
+            return Err(UserError::usage(format!(
+                "{name} is set, but its value is not valid UTF-8"
+            ))
+            .hint(format!("set {name} to a readable value, or unset it")));
+        }
+    }
+    Ok(())
+}
+
 /// What every profile command needs: the terminal, the profile name, the stores, the endpoints.
 pub struct Ctx {
     pub ui: Ui,
