@@ -243,3 +243,133 @@ async fn a_non_utf8_environment_value_is_a_usage_error_naming_the_variable() {
         "nothing stored"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. No core dump can hold a secret.
+
+/// Started with `ulimit -c unlimited`, the binary lowers its own core limit to 0 and marks itself
+/// not dumpable: a SIGQUIT while it waits for a pasted secret writes no core, even after the
+/// limit is raised again from outside (as `prlimit --core=unlimited` would).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigquit_writes_no_core_dump() {
+    use std::os::unix::process::CommandExt;
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let (app_id, _, _) = emu.portal_create_app("Captured");
+    let cwd = tempfile::tempdir().unwrap();
+    let mut c = cli.command(&[
+        "init",
+        "--non-interactive",
+        "--tenant",
+        &tenant,
+        "--app-id",
+        &app_id,
+        "--app-secret-stdin",
+    ]);
+    c.current_dir(cwd.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit is async-signal-safe; it only touches the child's own limits.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_CORE, &unlimited) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let pid = child.id() as i32;
+    // It waits for the secret on stdin, which stays open.
+    let limits = format!("/proc/{pid}/limits");
+    let core_line = || {
+        std::fs::read_to_string(&limits)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    // Start-up sets it first thing; poll (a guard, not a timing assertion) until it shows.
+    let mut line = core_line();
+    for _ in 0..200 {
+        if line.split_whitespace().nth(4) == Some("0") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        line = core_line();
+    }
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{line}");
+    // Raise it again from outside, then ask for a core.
+    // SAFETY: prlimit on our own child with a valid rlimit.
+    // (An unprivileged user may not raise a hard limit of 0; then the dump stays off anyway.)
+    unsafe { libc::prlimit(pid, libc::RLIMIT_CORE, &unlimited, std::ptr::null_mut()) };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGQUIT) };
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let left: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "a core dump was written: {left:?}");
+}
+
+/// Not dumpable (PR_SET_DUMPABLE 0) holds where a limit can be raised from outside, and keeps
+/// other processes of the same user out of its memory and environment. The kernel shows it:
+/// the files under /proc/<pid> of a process that is not dumpable belong to root (proc(5)).
+/// The child runs as an unprivileged user (nobody when the test runs as root), so root-owned
+/// entries mean "not dumpable" and nothing else.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_process_is_not_dumpable() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(bin());
+    c.args(["emulator", "--port", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: getuid/setgid/setuid are async-signal-safe and change only the child.
+    let root = unsafe { libc::getuid() } == 0;
+    if root {
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = c.spawn().unwrap();
+    let environ = format!("/proc/{}/environ", child.id());
+    let owner = || {
+        std::fs::metadata(&environ)
+            .map(|m| m.uid())
+            .unwrap_or(u32::MAX)
+    };
+    // Start-up marks it first thing; poll (a guard, not a timing assertion) until it shows.
+    let mut uid = owner();
+    for _ in 0..200 {
+        if uid == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        uid = owner();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        uid, 0,
+        "/proc/<pid> of csp-onboard belongs to uid {uid}: it is dumpable"
+    );
+}
