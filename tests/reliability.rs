@@ -373,3 +373,56 @@ fn the_process_is_not_dumpable() {
         "/proc/<pid> of csp-onboard belongs to uid {uid}: it is dumpable"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. Revocation after an unfinished rotation.
+
+/// A rotation stored its new key but could not remove the old one (500 on removePassword).
+/// `remove --revoke` then deletes every key the profile knows, old and new, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_revoke_after_an_unfinished_rotation_deletes_old_and_new_keys_once_each() {
+    use csp_onboard::emulator::{FaultKind, FaultRule};
+    let (emu, cli, first) = onboarded(fast_knobs()).await;
+    emu.update_knobs(|k| {
+        k.faults = vec![FaultRule {
+            route: "/removePassword".into(),
+            first_n: 1000,
+            kind: FaultKind::Status(500),
+        }]
+    });
+    let out = cli.run(&args(&["rotate"], &DEVICE), "").await;
+    assert_ne!(
+        code(&out),
+        0,
+        "removing the old key failed: {}",
+        stderr(&out)
+    );
+    emu.update_knobs(|k| k.faults.clear());
+    let app_id = first["app_id"].as_str().unwrap();
+    let keys = |emu: &Emulator| {
+        emu.applications()
+            .into_iter()
+            .find(|a| a.app_id == app_id)
+            .unwrap()
+            .passwords
+    };
+    assert_eq!(keys(&emu).len(), 2, "old and new key are on the app");
+    let removes = emu.count("POST", "/removePassword");
+    let out = cli
+        .run(&args(&["remove", "--revoke", "--yes"], &DEVICE), "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(keys(&emu).is_empty(), "left on the app: {:?}", keys(&emu));
+    assert_eq!(
+        emu.count("POST", "/removePassword") - removes,
+        2,
+        "once each"
+    );
+    let deleted: Vec<_> = stderr(&out)
+        .lines()
+        .filter(|l| l.contains("Deleted key"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert_ne!(deleted[0], deleted[1]);
+}

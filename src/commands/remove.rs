@@ -55,14 +55,21 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
                     .id
             }
         };
-        // Every key the profile knows: current, pending (by ID or by its unique name), kept.
-        let mut keys: Vec<String> = p
+        // Every key the profile knows, once each: current, kept, and an unfinished rotation's
+        // new key (by ID or by its unique name) and old key (not yet removed when it stopped).
+        let mut keys: Vec<String> = Vec::new();
+        let pending = p.pending.as_ref();
+        for k in p
             .key_id
             .iter()
-            .chain(p.pending.as_ref().and_then(|r| r.key_id.as_ref()))
+            .chain(pending.and_then(|r| r.key_id.as_ref()))
+            .chain(pending.and_then(|r| r.old_key_id.as_ref()))
             .chain(p.retiring.iter().map(|r| &r.key_id))
-            .cloned()
-            .collect();
+        {
+            if !keys.iter().any(|seen| seen.eq_ignore_ascii_case(k)) {
+                keys.push(k.clone());
+            }
+        }
         let names: Vec<&str> = p
             .pending
             .iter()
@@ -76,7 +83,7 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
                 if c.display_name
                     .as_deref()
                     .is_some_and(|n| names.contains(&n))
-                    && !keys.contains(&c.key_id)
+                    && !keys.iter().any(|k| k.eq_ignore_ascii_case(&c.key_id))
                 {
                     keys.push(c.key_id);
                 }
