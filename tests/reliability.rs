@@ -426,3 +426,93 @@ async fn remove_revoke_after_an_unfinished_rotation_deletes_old_and_new_keys_onc
     assert_eq!(deleted.len(), 2, "{deleted:?}");
     assert_ne!(deleted[0], deleted[1]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. Every write through the one atomic writer; private directories.
+
+#[cfg(unix)]
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// A symlink planted where the app marker's temp file used to go (`pending/<profile>.app.tmp`)
+/// is not followed: the file it points to is untouched, and the directories are 0700.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_symlink_at_the_marker_temp_path_is_not_followed() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("victim");
+    std::fs::write(&victim, "someone else's file").unwrap();
+    let pending = cli.data_dir().join("pending");
+    std::fs::create_dir(&pending).unwrap();
+    std::os::unix::fs::symlink(&victim, pending.join("default.app.tmp")).unwrap();
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["init", "--tenant", &tenant], &DEVICE), "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "someone else's file"
+    );
+    assert_eq!(mode(&pending), 0o700, "pending/");
+    for d in ["profiles", "secrets"] {
+        assert_eq!(mode(&cli.data_dir().join(d)), 0o700, "{d}/");
+    }
+}
+
+/// The built-in emulator keeps its state (fake but working secrets) in a 0700 directory.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_emulator_state_is_private() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let out = cli
+        .run(
+            &["init", "--cloud", "emulator", "--non-interactive", "--json"],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let dir = cli.data_dir().join("emulator");
+    assert_eq!(mode(&dir), 0o700, "emulator/");
+    assert_eq!(mode(&dir.join("state.json")), 0o600);
+}
+
+/// A data directory others may write to (or that belongs to someone else) is refused before
+/// anything is read from it or sent anywhere.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_others_can_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (emu, cli, _) = onboarded(fast_knobs()).await;
+    let data = cli.data_dir();
+    let before = emu.requests().len();
+    for m in [0o770, 0o777] {
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(m)).unwrap();
+        for cmd in [vec!["check"], vec!["show"]] {
+            let out = cli.run(&cmd, "").await;
+            assert_eq!(code(&out), 1, "{m:o} {cmd:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(&data.display().to_string())
+                    && stderr(&out).contains("writable"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 {
+        std::os::unix::fs::chown(data, Some(65534), None).unwrap();
+        let out = cli.run(&["show"], "").await;
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(stderr(&out).contains("belongs to"), "{}", stderr(&out));
+        std::os::unix::fs::chown(data, Some(0), None).unwrap();
+    }
+    assert_eq!(emu.requests().len(), before, "no request");
+    assert_eq!(code(&cli.run(&["show"], "").await), 0);
+}

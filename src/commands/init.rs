@@ -751,12 +751,9 @@ impl AppMarker {
 
     fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
         let dir = path.parent().expect("a file in a directory");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        crate::store::ensure_private_dir(dir)
+            .and_then(|()| crate::store::write_private_file(path, &serde_json::to_vec(self)?))
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 

@@ -144,7 +144,7 @@ impl Ctx {
             Cloud::Emulator => {
                 if self.emulator.is_none() {
                     let dir = self.data_dir.join("emulator");
-                    std::fs::create_dir_all(&dir)
+                    store::ensure_private_dir(&dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                     let config = EmulatorConfig {
                         state_file: Some(dir.join("state.json")),

@@ -224,7 +224,11 @@ impl MetaStore {
         let mut opts = fs::OpenOptions::new();
         opts.create(true).truncate(false).write(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // A lock file holds nothing, but a symlink in its place is not followed either.
+            opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
         let file = opts
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
