@@ -33,14 +33,10 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Which stored onboarding to act on.
-    #[arg(
-        long,
-        global = true,
-        env = "CSP_ONBOARD_PROFILE",
-        default_value = "default"
-    )]
-    pub profile: String,
+    /// Which stored onboarding to act on. Default: `default`; with --cloud emulator, `emulator`
+    /// (the demo never takes the real tenant's profile).
+    #[arg(long, global = true, env = "CSP_ONBOARD_PROFILE")]
+    pub profile: Option<String>,
 
     /// Which Microsoft cloud. `emulator` starts the built-in local emulator; `custom` reads
     /// CSP_ONBOARD_AUTHORITY_URL, CSP_ONBOARD_GRAPH_URL and CSP_ONBOARD_PARTNER_CENTER_URL.

@@ -516,3 +516,101 @@ async fn a_data_directory_others_can_write_to_is_refused() {
     assert_eq!(emu.requests().len(), before, "no request");
     assert_eq!(code(&cli.run(&["show"], "").await), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. A profile belongs to its cloud and, for custom, to its endpoints. (With 12.1: the demo
+// has its own profile.)
+
+/// A profile made against one set of custom endpoints, then pointed at another (a second
+/// emulator standing in for "somewhere else") by the environment: refused before any request,
+/// so the secret never reaches the other endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_is_never_used_with_other_endpoints_or_another_cloud() {
+    let (home, cli, _) = onboarded(fast_knobs()).await;
+    let elsewhere = emulator(fast_knobs()).await;
+    let mut moved = Cli::new(&elsewhere);
+    // Same data directory, the other emulator's URLs in the environment.
+    moved.env.retain(|(k, _)| k != "CSP_ONBOARD_DATA_DIR");
+    moved.env.push((
+        "CSP_ONBOARD_DATA_DIR".into(),
+        cli.data_dir().display().to_string(),
+    ));
+    let home_before = home.requests().len();
+    for cmd in [
+        vec!["check"],
+        args(&["rotate"], &DEVICE),
+        args(&["remove", "--revoke", "--yes"], &DEVICE),
+        args(&["init"], &DEVICE),
+    ] {
+        let out = moved.run(&cmd, "").await;
+        assert_eq!(code(&out), 2, "{cmd:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("CSP_ONBOARD_AUTHORITY_URL") && err.contains("profile 'default'"),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert_eq!(
+        elsewhere.requests().len(),
+        0,
+        "nothing reached the other endpoints"
+    );
+    // Another cloud by flag or by environment: refused too, before any request.
+    for (flag, env) in [
+        (Some("global"), None),
+        (None, Some("emulator")),
+        (Some("emulator"), None),
+    ] {
+        // (--profile named: with the emulator cloud the default profile is `emulator`.)
+        let mut c = cli.command(&match flag {
+            Some(f) => vec!["check", "--profile", "default", "--cloud", f],
+            None => vec!["check", "--profile", "default"],
+        });
+        if let Some(e) = env {
+            c.env("CSP_ONBOARD_CLOUD", e);
+        }
+        let out = run_cmd(c, Vec::new()).await;
+        assert_eq!(code(&out), 2, "{flag:?} {env:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("belongs to the custom cloud"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        home.requests().len(),
+        home_before,
+        "no request at home either"
+    );
+    // The profile still works where it was made.
+    assert_eq!(code(&cli.run(&["check"], "").await), 0);
+}
+
+/// The emulator demo (`init --cloud emulator`, twice) lives in its own profile: `default` stays
+/// free for the real tenant, and a later real `init` is not offered the demo's fake key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_demo_never_occupies_the_default_profile() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    cli.env.retain(|(k, _)| k != "CSP_ONBOARD_CLOUD");
+    for action in ["created", "rotated"] {
+        let out = cli
+            .run(
+                &["init", "--cloud", "emulator", "--non-interactive", "--json"],
+                "",
+            )
+            .await;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(json(&out)["action"], action, "{}", stdout(&out));
+        assert_eq!(json(&out)["profile"], "emulator", "{}", stdout(&out));
+    }
+    assert!(!cli.data_dir().join("profiles/default.json").exists());
+    let out = cli
+        .run(&["show", "--cloud", "emulator", "--json"], "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["cloud"], "emulator");
+    // The real tenant's first init finds no profile to rotate.
+    let out = cli.run(&["show"], "").await;
+    assert_eq!(code(&out), 8, "{}", stderr(&out));
+}

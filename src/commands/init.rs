@@ -28,7 +28,7 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     validate_flags(&args)?;
     let _lock = ctx.meta.lock(&ctx.profile)?;
     let existing = ctx.meta.load(&ctx.profile)?;
-    let cloud = ctx.cloud(existing.as_ref());
+    let cloud = ctx.cloud(existing.as_ref())?;
     if let Some(p) = existing.as_ref()
         && p.holds_key()
     {

@@ -34,7 +34,7 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Success);
         }
     }
-    let cloud = ctx.cloud(Some(&p));
+    let cloud = ctx.cloud(Some(&p))?;
     if args.revoke {
         let ep = ctx.endpoints(cloud).await?;
         let http = ctx.http()?;

@@ -119,7 +119,7 @@ async fn open_session(
     sign_in: &SignInArgs,
     read_policy: bool,
 ) -> anyhow::Result<Session> {
-    let cloud = ctx.cloud(Some(p));
+    let cloud = ctx.cloud(Some(p))?;
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud, Some(p)).await?;
     let http = ctx.http()?;

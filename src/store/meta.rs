@@ -54,6 +54,28 @@ pub struct Profile {
     /// showed yet (Graph's replicas lag): the next rotation looks for them and removes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sweep_key_names: Vec<String>,
+    /// For the `custom` cloud: the endpoints the profile was made with. Its secret is never
+    /// sent anywhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<BoundEndpoints>,
+}
+
+/// The base URLs a `custom` profile belongs to.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BoundEndpoints {
+    pub authority: String,
+    pub graph: String,
+    pub partner_center: String,
+}
+
+impl BoundEndpoints {
+    pub fn of(ep: &crate::cloud::Endpoints) -> BoundEndpoints {
+        BoundEndpoints {
+            authority: ep.authority.to_string(),
+            graph: ep.graph.to_string(),
+            partner_center: ep.partner_center.to_string(),
+        }
+    }
 }
 
 impl Profile {
@@ -85,6 +107,7 @@ impl Profile {
             pending: None,
             retiring: Vec::new(),
             sweep_key_names: Vec::new(),
+            endpoints: None,
         }
     }
 
@@ -162,6 +185,8 @@ pub fn validate_profile_name(name: &str) -> Result<(), UserError> {
 #[derive(Debug, Clone)]
 pub struct MetaStore {
     dir: PathBuf,
+    /// The `custom` endpoints of this run, recorded in a custom profile on its first save.
+    custom: Option<BoundEndpoints>,
 }
 
 impl MetaStore {
@@ -170,7 +195,7 @@ impl MetaStore {
         let dir = data_dir.join("profiles");
         fsutil::ensure_owner_only_dir(&dir)
             .with_context(|| format!("cannot create the profile directory {}", dir.display()))?;
-        Ok(MetaStore { dir })
+        Ok(MetaStore { dir, custom: None })
     }
 
     /// The directory holding the profile files.
@@ -193,10 +218,26 @@ impl MetaStore {
         }
     }
 
+    /// This run's `custom` endpoints: a custom profile saved without endpoints records them,
+    /// so it belongs to them from then on.
+    pub fn bind_custom_endpoints(&mut self, ep: &crate::cloud::Endpoints) {
+        self.custom = Some(BoundEndpoints::of(ep));
+    }
+
     /// Write atomically (temp + fsync + rename), mode 0600.
     pub fn save(&self, p: &Profile) -> anyhow::Result<()> {
         validate_profile_name(&p.profile)?;
         let path = self.path(&p.profile);
+        let bound;
+        let p = if p.cloud == Cloud::Custom && p.endpoints.is_none() && self.custom.is_some() {
+            bound = Profile {
+                endpoints: self.custom.clone(),
+                ..p.clone()
+            };
+            &bound
+        } else {
+            p
+        };
         let mut json = serde_json::to_vec_pretty(p).context("cannot encode the profile")?;
         json.push(b'\n');
         fsutil::write_atomic(&path, &json)
@@ -343,6 +384,7 @@ mod tests {
             }),
             retiring: Vec::new(),
             sweep_key_names: Vec::new(),
+            endpoints: None,
         }
     }
 

@@ -45,7 +45,9 @@ use crate::secret::Secret;
 
 pub use file::FileBackend;
 pub use keychain::{KeychainBackend, SERVICE, keychain_account};
-pub use meta::{MetaStore, PendingRotation, Profile, RetiringKey, validate_profile_name};
+pub use meta::{
+    BoundEndpoints, MetaStore, PendingRotation, Profile, RetiringKey, validate_profile_name,
+};
 
 /// Environment variable that overrides the data directory (tests, portable installs).
 pub const ENV_DATA_DIR: &str = "CSP_ONBOARD_DATA_DIR";
