@@ -424,6 +424,11 @@ async fn remove_revoke_after_an_unfinished_rotation_deletes_old_and_new_keys_onc
         .map(str::to_string)
         .collect();
     assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert!(
+        stderr(&out).contains("app registration") && stderr(&out).contains("stays"),
+        "{}",
+        stderr(&out)
+    );
     assert_ne!(deleted[0], deleted[1]);
 }
 
@@ -613,4 +618,27 @@ async fn the_emulator_demo_never_occupies_the_default_profile() {
     // The real tenant's first init finds no profile to rotate.
     let out = cli.run(&["show"], "").await;
     assert_eq!(code(&out), 8, "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12.2. `remove` deletes the only copy of a secret: without a terminal it needs --yes.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_without_a_terminal_needs_yes() {
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    for cmd in [
+        vec!["remove"],
+        vec!["remove", "--non-interactive"],
+        vec!["remove", "--revoke", "--non-interactive"],
+    ] {
+        let out = cli.run(&cmd, "\n").await;
+        assert_eq!(code(&out), 2, "{cmd:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+        assert!(cli.data_dir().join("profiles/default.json").exists());
+        assert!(cli.data_dir().join("secrets/default.secret").exists());
+    }
+    let out = cli.run(&["remove", "--yes"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!cli.data_dir().join("profiles/default.json").exists());
+    assert!(!cli.data_dir().join("secrets/default.secret").exists());
 }
