@@ -33,35 +33,39 @@ impl Ui {
     /// A finished step: `✔ Signed in as admin@contoso`.
     pub fn done(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{} {}", style("✔").green(), msg.as_ref());
+            eprintln!("{}", wrapped(&style("✔").green().to_string(), msg.as_ref()));
         }
     }
 
     /// Plain information.
     pub fn info(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{}", wrapped("", msg.as_ref()));
         }
     }
 
     /// Something the person should read even with `-q` (a device code, a warning).
     pub fn always(&self, msg: impl AsRef<str>) {
-        eprintln!("{}", msg.as_ref());
+        eprintln!("{}", wrapped("", msg.as_ref()));
     }
 
     pub fn warn(&self, msg: impl AsRef<str>) {
-        eprintln!("{} {}", style("!").yellow().bold(), msg.as_ref());
+        eprintln!(
+            "{}",
+            wrapped(&style("!").yellow().bold().to_string(), msg.as_ref())
+        );
     }
 
     pub fn detail(&self, msg: impl AsRef<str>) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{} {}", style("·").dim(), style(msg.as_ref()).dim());
+            let text = wrapped(&style("·").dim().to_string(), msg.as_ref());
+            eprintln!("{}", style(text).dim());
         }
     }
 
     pub fn heading(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("\n{}", style(msg.as_ref()).bold());
+            eprintln!("\n{}", style(wrapped("", msg.as_ref())).bold());
         }
     }
 
@@ -112,9 +116,12 @@ impl Ui {
                 .with_prompt(prompt)
                 .items(items)
                 .default(default)
+                .report(false)
                 .interact_opt()
         })?;
-        choice.ok_or_else(|| cancelled().into())
+        let choice = choice.ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, items[choice]);
+        Ok(choice)
     }
 
     /// A line of text, validated as typed.
@@ -134,8 +141,10 @@ impl Ui {
             }
             input
                 .validate_with(move |v: &String| validate(v.trim()))
+                .report(false)
                 .interact_text()
         })?;
+        self.answered(&theme, prompt, value.trim());
         Ok(value.trim().to_string())
     }
 
@@ -160,8 +169,10 @@ impl Ui {
                         validate(v.trim())
                     }
                 })
+                .report(false)
                 .interact_text()
         })?;
+        self.answered(&theme, prompt, value.trim());
         let v = value.trim().to_string();
         Ok((!v.is_empty()).then_some(v))
     }
@@ -193,10 +204,96 @@ impl Ui {
             dialoguer::Confirm::with_theme(&theme)
                 .with_prompt(prompt)
                 .default(default)
+                .report(false)
                 .interact_opt()
         })?;
-        answer.ok_or_else(|| cancelled().into())
+        let answer = answer.ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, if answer { "yes" } else { "no" });
+        Ok(answer)
     }
+
+    /// The answered prompt, as dialoguer's theme shows it (`✔ Prompt · answer`), but wrapped at
+    /// spaces: dialoguer's own line is cut wherever the terminal ends.
+    fn answered(&self, theme: &dialoguer::theme::ColorfulTheme, prompt: &str, answer: &str) {
+        let line = format!(
+            "{} {} {}",
+            theme.prompt_style.apply_to(prompt),
+            theme.success_suffix,
+            theme.values_style.apply_to(answer)
+        );
+        eprintln!("{}", wrapped(&theme.success_prefix.to_string(), &line));
+    }
+}
+
+/// The width human text is wrapped at: the terminal's, when stderr is one. Piped output (logs,
+/// scripts) is left alone, one message a line.
+fn terminal_width() -> Option<usize> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Term::stderr()
+        .size_checked()
+        .map(|(_, cols)| usize::from(cols))
+}
+
+/// `prefix` (a styled mark such as ✔, or nothing) and `msg`, wrapped to the terminal's width.
+pub fn wrapped(prefix: &str, msg: &str) -> String {
+    wrap_to(terminal_width(), prefix, msg)
+}
+
+/// Wrap each line of `msg` at spaces only, so a GUID, a path or a URL is never split (one longer
+/// than the line overflows whole rather than break). Continuation lines line up under the text:
+/// after the prefix, a line's own indentation, and a leading `• ` or `1. `.
+pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
+    let lead = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix} ")
+    };
+    let Some(width) = width.filter(|w| *w > 20) else {
+        return format!("{lead}{msg}");
+    };
+    let lead_width = console::measure_text_width(&lead);
+    let mut out = Vec::new();
+    for (i, line) in msg.split('\n').enumerate() {
+        let body = line.trim_start_matches(' ');
+        let indent = " ".repeat(line.len() - body.len());
+        let marker = bullet_width(body);
+        let first = if i == 0 {
+            format!("{lead}{indent}")
+        } else {
+            format!("{}{indent}", " ".repeat(lead_width))
+        };
+        let rest = format!("{}{indent}{}", " ".repeat(lead_width), " ".repeat(marker));
+        let options = textwrap::Options::new(width)
+            .break_words(false)
+            .word_separator(textwrap::WordSeparator::AsciiSpace)
+            .word_splitter(textwrap::WordSplitter::NoHyphenation)
+            .initial_indent(&first)
+            .subsequent_indent(&rest);
+        if body.is_empty() {
+            out.push(first.trim_end().to_string());
+        } else {
+            out.extend(
+                textwrap::wrap(body, options)
+                    .into_iter()
+                    .map(|l| l.into_owned()),
+            );
+        }
+    }
+    out.join("\n")
+}
+
+/// The width of a list marker (`• `, `12. `) opening a line, for hanging indentation.
+fn bullet_width(body: &str) -> usize {
+    if body.starts_with("• ") {
+        return 2;
+    }
+    let digits = body.chars().take_while(char::is_ascii_digit).count();
+    if digits > 0 && body[digits..].starts_with(". ") {
+        return digits + 2;
+    }
+    0
 }
 
 fn cancelled() -> UserError {
@@ -272,10 +369,11 @@ impl Spinner {
 
     /// Print a line above the spinner.
     pub fn println(&self, msg: impl AsRef<str>) {
+        let msg = wrapped("", msg.as_ref());
         if self.bar.is_hidden() {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{msg}");
         } else {
-            self.bar.println(msg.as_ref());
+            self.bar.println(msg);
         }
     }
 
@@ -290,5 +388,45 @@ impl Drop for Spinner {
             let _ = p.stop.send(());
         }
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap_to;
+
+    #[test]
+    fn wraps_at_spaces_and_never_inside_a_guid_or_a_url() {
+        let msg = "Profile 'default' already holds a key for app \
+                   3f2504e0-4f89-11d3-9a0c-0305e82c3301 (expires 2027-12-06); see \
+                   http://127.0.0.1:8401/v1.0/applications/removePassword";
+        let text = wrap_to(Some(40), "!", msg);
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 40 || !line.trim().contains(' '),
+                "{text}"
+            );
+        }
+        for whole in [
+            "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+            "2027-12-06);",
+            "http://127.0.0.1:8401/v1.0/applications/removePassword",
+        ] {
+            assert!(
+                text.lines().any(|l| l.contains(whole)),
+                "{whole} split:\n{text}"
+            );
+        }
+        assert!(
+            text.lines().skip(1).all(|l| l.starts_with("  ")),
+            "hangs under the text:\n{text}"
+        );
+    }
+
+    #[test]
+    fn bullets_hang_and_piped_output_is_left_alone() {
+        let text = wrap_to(Some(30), "", "  • one two three four five six seven eight");
+        assert_eq!(text, "  • one two three four five\n    six seven eight");
+        assert_eq!(wrap_to(None, "✔", "a b"), "✔ a b");
     }
 }
