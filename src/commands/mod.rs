@@ -173,12 +173,18 @@ impl Ctx {
                 WaitReason::Replication => "waiting for replication in",
                 WaitReason::Propagation => "secret not accepted yet by",
             };
-            ui.detail(format!(
+            let line = format!(
                 "{why} {}; retrying in {:.1} s (attempt {})",
                 n.service,
                 n.delay.as_secs_f64(),
                 n.attempt
-            ));
+            );
+            // A service that does not answer is news at any verbosity: silence looks like a hang.
+            if n.reason == WaitReason::Transient && !ui.quiet {
+                ui.warn(line);
+            } else {
+                ui.detail(line);
+            }
         })))
     }
 
