@@ -830,3 +830,50 @@ async fn rotating_one_profile_never_removes_a_key_another_profile_holds() {
     let out = cli.run(&["check", "--profile", "b"], "").await;
     assert_eq!(code(&out), 0, "b's key still works: {}", stderr(&out));
 }
+
+/// The file store is announced once, at `init`, in words that say what happened; `show`,
+/// `check` and `rotate` on that profile say nothing about it. Passing `--store file` is
+/// no news, so it is not repeated back either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_store_is_announced_once_at_init_when_it_is_news() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu); // CSP_ONBOARD_STORE=file: the environment chose it
+    let init = ["init", "--non-interactive", "--auth", "device-code"];
+    let out = cli.run(&init, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("The profile keeps its secret in the file store"),
+        "{}",
+        stderr(&out)
+    );
+    for args in [
+        &["show", "--reveal"][..],
+        &["check"],
+        &["rotate", "--non-interactive", "--auth", "device-code"],
+    ] {
+        let out = cli.run(args, "").await;
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("file store"),
+            "{args:?} repeats the store notice: {}",
+            stderr(&out)
+        );
+    }
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+                "--store",
+                "file",
+                "--profile",
+                "asked",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("file store"), "{}", stderr(&out));
+}

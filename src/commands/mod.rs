@@ -240,10 +240,11 @@ impl Ctx {
         let (secrets, notice) = store::open_secrets_async(kind, cloud).await?;
         if let Some(n) = notice {
             self.ui.warn(n);
-        } else if kind == StoreKind::File {
-            // The file store is never a silent choice: say where the secret goes.
+        } else if kind == StoreKind::File && existing.is_none() && self.store_flag.is_none() {
+            // The file store is never a silent choice: a new profile that got it from
+            // CSP_ONBOARD_STORE hears it once. Later commands use the profile's own store.
             self.ui.info(format!(
-                "Using the file store (--store file): secrets go to 0600 files, e.g. {}",
+                "The profile keeps its secret in the file store ({}, readable only by you).",
                 secrets.describe(&self.profile)
             ));
         }
