@@ -67,7 +67,7 @@ async fn check_exit_codes_follow_the_key() {
     );
     let soon = cli.run(&check(&[]), "").await;
     assert_eq!(code(&soon), 10, "expiring in 10 days: {}", stderr(&soon));
-    assert_eq!(json(&soon)["days_left"], 9);
+    assert_eq!(json(&soon)["days_left"], 10, "ten days out reads as 10");
     assert_eq!(
         code(&cli.run(&check(&["--warn-days", "5"]), "").await),
         0,
@@ -876,4 +876,25 @@ async fn the_file_store_is_announced_once_at_init_when_it_is_news() {
         .await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!stderr(&out).contains("file store"), "{}", stderr(&out));
+}
+
+/// A key made a moment ago for one year has 365 days left, as a person counts them from its
+/// date, not 364 because a few seconds have passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_counts_the_days_left_of_a_fresh_one_year_key_as_365() {
+    let (_emu, cli, doc) = onboarded(fast_knobs()).await;
+    let end = OffsetDateTime::parse(
+        doc["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expected = (end.date() - OffsetDateTime::now_utc().date()).whole_days();
+    assert_eq!(expected, 365, "init's default is a one-year key");
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["days_left"], 365);
+    let out = cli.run(&["check"], "").await;
+    assert!(stderr(&out).contains("365 days left"), "{}", stderr(&out));
+    let out = cli.run(&["list"], "").await;
+    assert!(stdout(&out).contains(" 365"), "{}", stdout(&out));
 }

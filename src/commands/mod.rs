@@ -276,9 +276,11 @@ pub fn rfc3339(t: Option<time::OffsetDateTime>) -> Option<String> {
     })
 }
 
-/// Days from now until `t` (negative when past).
+/// Days from today until `t`'s date (UTC), negative when past: counted as a person reads
+/// "expires 2027-12-06", so a fresh one-year key has 365 days left, not 364 and some hours.
 pub fn days_left(t: time::OffsetDateTime) -> i64 {
-    (t - time::OffsetDateTime::now_utc()).whole_days()
+    let today = time::OffsetDateTime::now_utc().date();
+    (t.to_offset(time::UtcOffset::UTC).date() - today).whole_days()
 }
 
 /// The profile as `show --json` documents it.
