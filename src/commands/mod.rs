@@ -3,6 +3,7 @@
 mod check;
 mod init;
 mod list;
+mod man;
 mod remove;
 mod rotate;
 mod show;
@@ -28,10 +29,8 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
             return Ok(Exit::Success);
         }
         Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(crate::cli::Cli::command()).render(&mut out)?;
             use std::io::Write;
-            std::io::stdout().write_all(&out)?;
+            std::io::stdout().write_all(&man::page()?)?;
             return Ok(Exit::Success);
         }
         Command::Emulator(args) => {
@@ -45,7 +44,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
         Command::Init(args) => init::run(&mut ctx, args).await,
         Command::Rotate(args) => rotate::run(&mut ctx, args).await,
         Command::Show(args) => show::run(&ctx, args).await,
-        Command::List => list::run(&ctx).await,
+        Command::List(_) => list::run(&ctx).await,
         Command::Check(args) => check::run(&mut ctx, args).await,
         Command::Remove(args) => remove::run(&mut ctx, args).await,
         Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
