@@ -236,7 +236,15 @@ impl Ctx {
             (None, Some(p)) => p.store,
             (None, None) => self.store_env.unwrap_or(StoreKind::Keychain),
         };
-        let (secrets, notice) = store::open_secrets_async(kind, cloud).await?;
+        // A profile whose secret is in the keychain: a locked keychain is said as such, never
+        // hidden behind the emulator's file fallback ("no secret is stored", then a silent move).
+        let stored = existing.filter(|p| p.store == kind && kind == StoreKind::Keychain);
+        let (secrets, notice) = store::open_secrets_async(kind, cloud, stored.is_some())
+            .await
+            .map_err(|e| match stored {
+                Some(p) => anyhow::Error::from(e.to_user_error_for_stored(&p.profile)),
+                None => e.into(),
+            })?;
         if let Some(n) = notice {
             self.ui.warn(n);
         } else if kind == StoreKind::File && existing.is_none() && self.store_flag.is_none() {
