@@ -124,7 +124,7 @@ impl Ui {
         Ok(choice)
     }
 
-    /// A line of text, validated as typed.
+    /// A line of text, validated when entered.
     pub fn input(
         &self,
         prompt: &str,
@@ -134,18 +134,10 @@ impl Ui {
     ) -> anyhow::Result<String> {
         self.require_interactive(prompt, flag)?;
         let theme = dialoguer::theme::ColorfulTheme::default();
-        let value = blocking(|| {
-            let mut input = dialoguer::Input::<String>::with_theme(&theme).with_prompt(prompt);
-            if let Some(d) = default {
-                input = input.default(d.to_string());
-            }
-            input
-                .validate_with(move |v: &String| validate(v.trim()))
-                .report(false)
-                .interact_text()
-        })?;
-        self.answered(&theme, prompt, value.trim());
-        Ok(value.trim().to_string())
+        let value = blocking(|| read_line(&theme, prompt, default, false, &validate))?
+            .ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, &value);
+        Ok(value)
     }
 
     /// An optional line of text (empty allowed).
@@ -158,23 +150,11 @@ impl Ui {
             return Ok(None);
         }
         let theme = dialoguer::theme::ColorfulTheme::default();
-        let value = blocking(|| {
-            dialoguer::Input::<String>::with_theme(&theme)
-                .with_prompt(prompt)
-                .allow_empty(true)
-                .validate_with(move |v: &String| {
-                    if v.trim().is_empty() {
-                        Ok(())
-                    } else {
-                        validate(v.trim())
-                    }
-                })
-                .report(false)
-                .interact_text()
-        })?;
-        self.answered(&theme, prompt, value.trim());
-        let v = value.trim().to_string();
-        Ok((!v.is_empty()).then_some(v))
+        let check = |v: &str| if v.is_empty() { Ok(()) } else { validate(v) };
+        let value =
+            blocking(|| read_line(&theme, prompt, None, false, &check))?.ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, &value);
+        Ok((!value.is_empty()).then_some(value))
     }
 
     /// A hidden input (a pasted secret).
@@ -186,13 +166,11 @@ impl Ui {
     ) -> anyhow::Result<crate::secret::Secret> {
         self.require_interactive(prompt, flag)?;
         let theme = dialoguer::theme::ColorfulTheme::default();
-        let value = blocking(|| {
-            dialoguer::Password::with_theme(&theme)
-                .with_prompt(prompt)
-                .validate_with(move |v: &String| validate(v.trim()))
-                .interact()
-        })?;
-        Ok(crate::secret::Secret::new(value.trim()))
+        let value = blocking(|| read_line(&theme, prompt, None, true, &validate))?
+            .map(zeroize::Zeroizing::new)
+            .ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, "********");
+        Ok(crate::secret::Secret::new(value.as_str()))
     }
 
     pub fn confirm(&self, prompt: &str, default: bool) -> anyhow::Result<bool> {
@@ -294,6 +272,127 @@ fn bullet_width(body: &str) -> usize {
         return digits + 2;
     }
     0
+}
+
+/// A line read key by key, drawn with dialoguer's theme: `Some(trimmed value)`, or `None` when
+/// Esc cancels it. dialoguer's own text prompts ignore Esc, which cancels its menus; the same key
+/// must do the same thing everywhere. A refused value shows the reason above the prompt, which is
+/// drawn again. `hidden`: nothing typed is shown, and the terminal's echo stays off throughout.
+fn read_line(
+    theme: &dialoguer::theme::ColorfulTheme,
+    prompt: &str,
+    default: Option<&str>,
+    hidden: bool,
+    validate: &dyn Fn(&str) -> Result<(), String>,
+) -> dialoguer::Result<Option<String>> {
+    use console::Key;
+    use dialoguer::theme::Theme as _;
+    let term = Term::stderr();
+    #[cfg(unix)]
+    let _echo = hidden.then(EchoOff::new);
+    let mut error_shown = false;
+    let to_io = |e: std::fmt::Error| std::io::Error::other(e);
+    loop {
+        let mut head = String::new();
+        if hidden {
+            theme.format_password_prompt(&mut head, prompt)
+        } else {
+            theme.format_input_prompt(&mut head, prompt, default)
+        }
+        .map_err(to_io)?;
+        term.write_str(&head)?;
+        term.flush()?;
+        let mut typed = zeroize::Zeroizing::new(String::new());
+        let shown = |typed: &str| {
+            console::measure_text_width(&head) + if hidden { 0 } else { typed.chars().count() }
+        };
+        loop {
+            match term.read_key()? {
+                Key::Escape => {
+                    clear_drawn(&term, shown(&typed), error_shown)?;
+                    return Ok(None);
+                }
+                Key::Enter => break,
+                Key::Backspace => {
+                    let before = shown(&typed);
+                    if typed.pop().is_some() && !hidden {
+                        clear_drawn(&term, before, false)?;
+                        term.write_str(&head)?;
+                        term.write_str(&typed)?;
+                    }
+                }
+                Key::Char(c) if !c.is_control() => {
+                    typed.push(c);
+                    if !hidden {
+                        term.write_str(c.encode_utf8(&mut [0; 4]))?;
+                    }
+                }
+                _ => {}
+            }
+            term.flush()?;
+        }
+        let value = match typed.trim() {
+            "" => default.unwrap_or_default().to_string(),
+            v => v.to_string(),
+        };
+        clear_drawn(&term, shown(&typed), error_shown)?;
+        match validate(&value) {
+            Ok(()) => return Ok(Some(value)),
+            Err(why) => {
+                let mut line = String::new();
+                theme.format_error(&mut line, &why).map_err(to_io)?;
+                term.write_line(&line)?;
+                error_shown = true;
+            }
+        }
+    }
+}
+
+/// Erase a prompt line of `width` columns (however many rows it wrapped onto), and the error
+/// line above it when there is one; the cursor ends where the prompt began.
+fn clear_drawn(term: &Term, width: usize, error_above: bool) -> std::io::Result<()> {
+    let cols = usize::from(term.size().1).max(1);
+    let extra_rows = width.saturating_sub(1) / cols;
+    term.clear_line()?;
+    for _ in 0..extra_rows + usize::from(error_above) {
+        term.move_cursor_up(1)?;
+        term.clear_line()?;
+    }
+    Ok(())
+}
+
+/// The terminal's echo off for a hidden prompt, put back on drop. console switches to raw mode
+/// only while it reads a key; between keys the line discipline would echo a fast paste.
+#[cfg(unix)]
+struct EchoOff(Option<libc::termios>);
+
+#[cfg(unix)]
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios value we own.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return EchoOff(None);
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            // SAFETY: restores the settings read from the same descriptor.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, t);
+            }
+        }
+    }
 }
 
 fn cancelled() -> UserError {

@@ -814,3 +814,54 @@ fn split_guids(rows: &[&str]) -> Vec<String> {
     }
     found
 }
+
+const ESC: &str = "\x1b";
+
+/// Esc cancels the menus; it must cancel the text prompts too (a typed line and a hidden
+/// secret), with exit 130 and nothing stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn esc_cancels_a_text_prompt_and_the_secret_prompt_with_exit_130() {
+    let emu = emulator(fast_knobs()).await;
+    let (app_id, _, _) = emu.portal_create_app("Made in Partner Center");
+    let cli = cli_for(&emu);
+    let tenant = emu.tenant_id();
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), |s| {
+        s.expect(MENU);
+        s.expect("Capture an app");
+        s.keys(DOWN);
+        s.keys(DOWN);
+        s.keys(ENTER);
+        s.expect("Partner tenant (tenant ID or domain)");
+        s.keys("half-typed");
+        s.keys(ESC);
+        s.expect("Cancelled.");
+    })
+    .await;
+    assert_eq!(exit, 130, "{screen}");
+
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
+        s.expect(MENU);
+        s.expect("Capture an app");
+        s.keys(DOWN);
+        s.keys(DOWN);
+        s.keys(ENTER);
+        s.expect("Partner tenant (tenant ID or domain)");
+        s.answer(&tenant);
+        s.expect("App ID (from App management)");
+        s.answer(&app_id);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Paste the app's secret value");
+        s.keys("not-all-of-it");
+        s.keys(ESC);
+        s.expect("Cancelled.");
+    })
+    .await;
+    assert_eq!(exit, 130, "{screen}");
+    assert!(
+        !screen.contains("not-all-of-it"),
+        "hidden input stays hidden:\n{screen}"
+    );
+    let out = cli.run(&["show", "--json"], "").await;
+    assert_eq!(code(&out), 8, "nothing stored: {}", stderr(&out));
+}
