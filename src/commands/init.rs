@@ -19,7 +19,7 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     validate_flags(&args)?;
     let _lock = ctx.meta.lock(&ctx.profile)?;
     let existing = ctx.meta.load(&ctx.profile)?;
-    let cloud = ctx.cloud(existing.as_ref());
+    let cloud = ctx.cloud(existing.as_ref())?;
     let capture_given =
         args.app_secret_stdin || std::env::var(ENV_APP_SECRET).is_ok_and(|v| !v.trim().is_empty());
     if let Some(p) = existing.as_ref()

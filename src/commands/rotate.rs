@@ -14,8 +14,7 @@ use crate::report;
 use crate::store::{MetaStore, Profile, Secrets};
 use crate::ui::Ui;
 use anyhow::Context as _;
-use futures_util::StreamExt as _;
-use time::{Duration, OffsetDateTime};
+use futures_util::{FutureExt as _, StreamExt as _};
 
 /// What a rotation is asked to do, from `rotate` or from `init` on an existing profile.
 pub struct Request<'a> {
@@ -149,7 +148,7 @@ pub async fn rotate_profile(
         "Rotating the key of profile '{}' (App ID {})",
         p.profile, p.app_id
     ));
-    let cloud = ctx.cloud(Some(&p));
+    let cloud = ctx.cloud(Some(&p))?;
     let secrets = ctx.secrets(cloud, Some(&p)).await?;
     let tenant = req
         .sign_in
@@ -191,7 +190,7 @@ pub async fn rotate_profile(
             serde_json::json!({
                 "action": "rotate", "profile": p.profile, "app_id": p.app_id,
                 "app_object_id": app.id, "old_key_id": p.key_id,
-                "new_key_expires": rfc3339(Some(OffsetDateTime::now_utc() + Duration::days(lifetime.days))),
+                "new_key_expires": rfc3339(Some(crate::input::days_from_now(lifetime.days, "the key lifetime")?)),
                 "policy": policy.to_json(),
             }),
         );
@@ -360,15 +359,19 @@ async fn rotate_all(
                 let r = match rotation_lifetime(&p, req.years, req.days, policy) {
                     Ok(lifetime) => {
                         let mut policy = policy.clone();
-                        replace_key_within_policy(
+                        // A bug in one profile's rotation must not take the batch (and its
+                        // table) down.
+                        std::panic::AssertUnwindSafe(replace_key_within_policy(
                             eng,
                             session,
                             &mut p,
                             lifetime,
                             &mut policy,
                             &req.retirement,
-                        )
+                        ))
+                        .catch_unwind()
                         .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error while rotating")))
                         .map_err(|e| not_allowed_to_add_key(e, &p))
                     }
                     Err(u) => Err(u.into()),

@@ -229,7 +229,7 @@ pub async fn replace_key_within_policy(
     let mut explicit = lifetime.explicit;
     let mut policy_read = matches!(policy, PolicyState::Known(_));
     loop {
-        let end = OffsetDateTime::now_utc() + Duration::days(days);
+        let end = crate::input::days_from_now(days, "the key lifetime")?;
         let e = match engine.replace_key(p, end, retirement).await {
             Ok(done) => return Ok(done),
             Err(e) if lifetime_refused(&e) => e,
@@ -329,12 +329,9 @@ impl AppMarker {
 
     fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
         let dir = path.parent().expect("a file in a directory");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        crate::store::ensure_private_dir(dir)
+            .and_then(|()| crate::store::write_private_file(path, &serde_json::to_vec(self)?))
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 
