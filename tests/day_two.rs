@@ -1004,3 +1004,73 @@ fn the_man_page_documents_every_subcommand_and_keeps_the_examples_whole() {
         );
     }
 }
+
+/// An Admin agent who does not own the app may not add a key through Graph ("application:
+/// addPassword" needs the owner or an app-admin role): `rotate` says so with exit 4, changes
+/// nothing, and names the way that works (App management's "Add key", then capture again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_rotation_is_refused_with_the_app_management_way() {
+    let emu = emulator(csp_onboard::emulator::Knobs {
+        signed_in_user: csp_onboard::emulator::UserKind::AdminAgent,
+        ..fast_knobs()
+    })
+    .await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, secret) = emu.portal_create_app("Made in App management");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--tenant",
+                &emu.tenant_id(),
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let keys = emu
+        .applications()
+        .iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap()
+        .passwords
+        .len();
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(
+        err.contains("Add key") && err.contains("--app-secret-stdin"),
+        "{err}"
+    );
+    let after = emu
+        .applications()
+        .iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap()
+        .passwords
+        .len();
+    assert_eq!(after, keys, "no key was added");
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(
+        shown["secret"],
+        secret.expose(),
+        "the stored secret is untouched"
+    );
+    assert!(shown["pending"].is_null());
+}

@@ -865,3 +865,47 @@ async fn esc_cancels_a_text_prompt_and_the_secret_prompt_with_exit_130() {
     let out = cli.run(&["show", "--json"], "").await;
     assert_eq!(code(&out), 8, "nothing stored: {}", stderr(&out));
 }
+
+/// An Admin agent chooses "Create": before anything is written the wizard says why Microsoft
+/// will not let this account do it, and offers the way that works (App management, then
+/// capture), in the same run.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_agent_is_led_to_app_management_and_capture_before_any_write() {
+    let emu = emulator(csp_onboard::emulator::Knobs {
+        signed_in_user: csp_onboard::emulator::UserKind::AdminAgent,
+        ..fast_knobs()
+    })
+    .await;
+    let (app_id, _, secret) = emu.portal_create_app("Made in App management");
+    let apps = app_ids(&emu);
+    let cli = cli_for(&emu);
+    let typed_app = app_id.clone();
+    let pasted = secret.expose().to_string();
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
+        s.expect(MENU);
+        s.expect("Create a new web app (recommended)");
+        s.keys(ENTER);
+        s.expect("Role: Admin agent");
+        s.expect("Admin agent without a directory role");
+        s.expect("Add new web app");
+        s.expect("Capture the app and key made there now?");
+        s.keys(ENTER);
+        s.expect("App ID (from App management)");
+        s.answer(&typed_app);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Paste the app's secret value");
+        s.answer(&pasted);
+        s.expect("Verified");
+        s.expect("Done. Your Partner Center web app:");
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
+    assert_eq!(app_ids(&emu), apps, "no app was created");
+    assert!(
+        emu.requests()
+            .iter()
+            .all(|r| !r.path.starts_with("/v1.0") || r.method == "GET"),
+        "no Graph write"
+    );
+}
