@@ -1074,3 +1074,52 @@ async fn an_admin_agent_rotation_is_refused_with_the_app_management_way() {
     );
     assert!(shown["pending"].is_null());
 }
+
+/// `rotate --all` keeps each profile's previous lifetime, as a single rotation does: a 2-year
+/// profile gets a 2-year key, not the 1-year default (it used to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_all_keeps_each_profiles_previous_lifetime() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+                "--tenant",
+                &emu.tenant_id(),
+                "--secret-years",
+                "2",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--all",
+                "--json",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    let end = OffsetDateTime::parse(
+        doc["profiles"][0]["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        (end - OffsetDateTime::now_utc()).whole_days() > 700,
+        "the previous 2-year lifetime is kept: {doc}"
+    );
+}

@@ -909,3 +909,39 @@ async fn an_admin_agent_is_led_to_app_management_and_capture_before_any_write() 
         "no Graph write"
     );
 }
+
+/// The tenant's policy cannot be read (no Policy.Read.All, the default) and Graph refuses a
+/// year: the wizard asks for a shorter lifetime in days and finishes the same app with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_policy_that_refuses_a_year_makes_the_wizard_ask_for_days() {
+    let emu = emulator(csp_onboard::emulator::Knobs {
+        max_password_lifetime: Some(std::time::Duration::from_secs(180 * 86400)),
+        ..fast_knobs()
+    })
+    .await;
+    let seeded = app_ids(&emu);
+    let cli = cli_for(&emu);
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
+        s.expect(MENU);
+        s.keys(ENTER);
+        s.expect(LIFETIME);
+        s.keys(ENTER);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Name of the new web app");
+        s.keys(ENTER);
+        s.expect("its limit could not be read");
+        s.expect("Key lifetime in days (less than 365)");
+        s.answer("400");
+        s.expect("give a number of days from 1 to 364");
+        s.expect("Key lifetime in days (less than 365)");
+        s.answer("90");
+        s.expect("Verified");
+        s.expect("Done. Your Partner Center web app:");
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
+    assert_eq!(apps_added(&emu, &seeded).len(), 1, "one app");
+    let days = days_until(&show(&cli).await["secret_expires"]);
+    assert!((88..=90).contains(&days), "{days}");
+}

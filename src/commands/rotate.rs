@@ -160,7 +160,7 @@ pub async fn rotate_profile(
     let mut policy = if req.dry_run {
         s.read_policy().await
     } else {
-        PolicyState::Unknown("not read: Graph enforces it on addPassword".into())
+        PolicyState::NotRead
     };
     let lifetime = rotation_lifetime(&p, req.years, req.days, &policy)?;
     if req.dry_run {
@@ -415,7 +415,7 @@ async fn dry_run_all(
     ctx.ui.heading(
         "Dry run: nothing was changed. `rotate --all` would, with one sign-in per tenant:",
     );
-    let unknown = PolicyState::Unknown("not read in a dry run of --all".into());
+    let unknown = PolicyState::NotRead;
     let mut items = Vec::new();
     for p in todo {
         let ep = ctx.endpoints(p.cloud).await?;

@@ -227,7 +227,8 @@ pub async fn replace_key_within_policy(
 ) -> anyhow::Result<(Outcome, Retired)> {
     let mut days = lifetime.days;
     let mut explicit = lifetime.explicit;
-    let mut policy_read = matches!(policy, PolicyState::Known(_));
+    // Read once, when a refusal makes it matter; a read already refused is not repeated.
+    let mut policy_read = !matches!(policy, PolicyState::NotRead);
     loop {
         let end = crate::input::days_from_now(days, "the key lifetime")?;
         let e = match engine.replace_key(p, end, retirement).await {
@@ -265,7 +266,7 @@ pub async fn replace_key_within_policy(
 /// The lifetime was refused and the policy does not say what it allows.
 fn refused_unknown_limit(days: i64, policy: &PolicyState) -> UserError {
     let why = match policy {
-        PolicyState::Unknown(_) => {
+        PolicyState::Unknown(_) | PolicyState::NotRead => {
             "and the policy's limit could not be read (reading it needs Policy.Read.All)"
         }
         PolicyState::Known(_) => {

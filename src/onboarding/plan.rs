@@ -109,14 +109,17 @@ impl Roles {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyState {
     Known(LifetimePolicy),
+    /// The read was refused or failed, and why.
     Unknown(String),
+    /// Not read yet: a rotation reads it only when Graph refuses a lifetime.
+    NotRead,
 }
 
 impl PolicyState {
     pub fn known(&self) -> Option<&LifetimePolicy> {
         match self {
             PolicyState::Known(p) => Some(p),
-            PolicyState::Unknown(_) => None,
+            PolicyState::Unknown(_) | PolicyState::NotRead => None,
         }
     }
 
@@ -131,6 +134,7 @@ impl PolicyState {
             PolicyState::Unknown(_) => {
                 "unknown: not readable with this sign-in (needs Policy.Read.All); Graph still enforces it".into()
             }
+            PolicyState::NotRead => "not read (Graph enforces it on addPassword)".into(),
             PolicyState::Known(p) if p.passwords_blocked => "client secrets are not allowed".into(),
             PolicyState::Known(LifetimePolicy {
                 max_password_lifetime_days: Some(d),
@@ -143,6 +147,7 @@ impl PolicyState {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             PolicyState::Unknown(why) => serde_json::json!({"readable": false, "reason": why}),
+            PolicyState::NotRead => serde_json::json!({"readable": null}),
             PolicyState::Known(p) => serde_json::json!({
                 "readable": true,
                 "passwords_blocked": p.passwords_blocked,
