@@ -982,3 +982,35 @@ async fn rerun_with_another_app_is_refused_and_a_commerce_id_can_be_added_later(
         "adding the Commerce ID does not rotate the key"
     );
 }
+
+/// An Admin agent who gives the App ID of an app it does not own: the service principal step is
+/// skipped (an App management app has one), addPassword is refused ("application: addPassword"),
+/// and nothing is left behind: no key, no profile. The message names App management's "Add key".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_adding_a_key_to_an_app_it_does_not_own_leaves_nothing() {
+    let emu = emulator(Knobs {
+        signed_in_user: UserKind::AdminAgent,
+        ..fast_knobs()
+    })
+    .await;
+    let (app_id, _, _) = emu.portal_create_app("Made in App management");
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--app-id", &app_id]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(err.contains("Add key"), "{err}");
+    assert_eq!(emu.count("POST", "/servicePrincipals"), 0, "{err}");
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap();
+    assert_eq!(app.passwords.len(), 1, "only App management's key");
+    assert!(
+        !cli.data_dir().join("profiles/default.json").exists(),
+        "no profile"
+    );
+}
