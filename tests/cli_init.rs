@@ -1014,3 +1014,41 @@ async fn an_admin_agent_adding_a_key_to_an_app_it_does_not_own_leaves_nothing() 
         "no profile"
     );
 }
+
+/// A CSP partner tenant whose Partner Center service principal is missing (deleted in the Entra
+/// admin center) is still a partner tenant: for an account that may create it, creating it is
+/// the plan's first step (as CIPP's SAM setup does); an Admin agent is told exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_partner_center_service_principal_is_created_by_an_admin_and_named_to_an_agent() {
+    let emu = emulator(fast_knobs()).await;
+    assert!(emu.portal_delete_service_principal(csp_onboard::cloud::PARTNER_CENTER_APP_ID));
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+
+    emu.update_knobs(|k| k.signed_in_user = UserKind::AdminAgent);
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--dry-run"]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(
+        err.contains("creating Partner Center's service principal needs"),
+        "{err}"
+    );
+    assert_eq!(graph_writes(&emu), 0);
+
+    emu.update_knobs(|k| k.signed_in_user = UserKind::GlobalAdmin);
+    let pc_sp = format!(
+        "servicePrincipals(appId='{}')",
+        csp_onboard::cloud::PARTNER_CENTER_APP_ID
+    );
+    let before = emu.count("GET", &pc_sp);
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("Partner Center's service principal is in the tenant"));
+    assert_eq!(
+        emu.count("GET", &pc_sp),
+        before + 1,
+        "read once, by the first round of reads"
+    );
+}
