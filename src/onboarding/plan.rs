@@ -637,11 +637,11 @@ impl Plan {
             return Err(UserError::new(
                 Exit::Permission,
                 format!(
-                    "{} is neither a Global Administrator (nor an Application Administrator) nor an Admin agent of this tenant",
+                    "{} holds none of the roles that can onboard: it is neither a Global Administrator (or Application Administrator) nor an Admin agent of this tenant",
                     a.user.as_deref().unwrap_or("this account")
                 ),
             )
-            .hint("sign in as a Global Administrator, or as a member of the AdminAgents group (Admin agent role in Partner Center)"));
+            .hint("sign in as a Global Administrator (or Application Administrator), or as an Admin agent (a member of AdminAgents), who uses App management and capture"));
         }
         let blocked: Vec<&Step> = self
             .steps
