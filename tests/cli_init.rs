@@ -1052,3 +1052,80 @@ async fn a_missing_partner_center_service_principal_is_created_by_an_admin_and_n
         "read once, by the first round of reads"
     );
 }
+
+/// A delegated Graph token for whoever the emulator signs in now (device code, auto-approved).
+async fn graph_as(
+    emu: &csp_onboard::emulator::Emulator,
+    who: UserKind,
+) -> csp_onboard::partner_center::Graph {
+    use csp_onboard::partner_center::{self as pc, Graph, HttpClient, SignInClient};
+    emu.update_knobs(|k| k.signed_in_user = who);
+    let ep = csp_onboard::cloud::Endpoints::from_urls(
+        csp_onboard::cloud::Cloud::Custom,
+        &emu.authority_url(),
+        &emu.graph_url(),
+        &emu.partner_center_url(),
+    )
+    .unwrap();
+    let http = HttpClient::new().unwrap();
+    let client = SignInClient {
+        client_id: csp_onboard::cloud::DEFAULT_PUBLIC_CLIENT_ID.into(),
+        tenant: emu.tenant_id(),
+    };
+    let dc = pc::device_code_start(&http, &ep, &client, &pc::graph_sign_in_scopes(&ep))
+        .await
+        .unwrap();
+    let t = pc::device_code_poll(&http, &ep, &client, &dc, |_| {})
+        .await
+        .unwrap();
+    Graph::new(http, &ep, t.access_token)
+}
+
+/// An Admin agent who owns the app (it registered it; an admin made its service principal) may
+/// add and remove its keys through Graph ("application: addPassword": the owner may): `init
+/// --app-id` skips the service principal step it may not take, and `rotate` works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_who_owns_the_app_adds_and_rotates_its_keys_through_graph() {
+    let emu = emulator(fast_knobs()).await;
+    let app = graph_as(&emu, UserKind::AdminAgent)
+        .await
+        .create_application("The agent's own app")
+        .await
+        .expect("any member may register an app, and owns it");
+    graph_as(&emu, UserKind::GlobalAdmin)
+        .await
+        .create_service_principal(&app.app_id)
+        .await
+        .expect("an admin makes its service principal");
+    emu.update_knobs(|k| k.signed_in_user = UserKind::AdminAgent);
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--app-id", &app.app_id]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(err.contains("Skipped"), "the service principal step: {err}");
+    let first = json(&out)["key_id"].clone();
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_ne!(json(&out)["key_id"], first);
+    let keys = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app.app_id)
+        .unwrap()
+        .passwords;
+    assert_eq!(keys.len(), 1, "the old key was removed by its owner");
+}
