@@ -84,10 +84,9 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
             ));
             if !ctx.ui.confirm("Rotate it now?", true)? {
                 ctx.ui.info("Nothing changed.");
-                print_json(
-                    &ctx.ui,
-                    &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(p)}),
-                );
+                let mut doc = profile_json(p);
+                doc["action"] = "none".into();
+                print_json(&ctx.ui, &doc);
                 return Ok(Exit::Success);
             }
         } else {
@@ -710,6 +709,11 @@ pub fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
             .unwrap_or_else(|| "unknown".into())
     ));
     ui.info(format!("  Stored in               {location}"));
+    if matches!(action, "created" | "key_added" | "captured")
+        && let Some(notice) = ctx.file_store_notice(p)
+    {
+        ui.info(notice);
+    }
     ui.heading("Next steps");
     for line in [
         "  • Microsoft Cost Management for partners (Azure portal, billing-account",
@@ -725,7 +729,6 @@ pub fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
     let mut doc = profile_json(p);
     doc["ok"] = true.into();
     doc["action"] = action.into();
-    doc["store"] = p.store.as_str().into();
     doc["store_location"] = location.into();
     print_json(ui, &doc);
 }

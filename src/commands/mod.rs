@@ -247,15 +247,19 @@ impl Ctx {
             })?;
         if let Some(n) = notice {
             self.ui.warn(n);
-        } else if kind == StoreKind::File && existing.is_none() && self.store_flag.is_none() {
-            // The file store is never a silent choice: a new profile that got it from
-            // CSP_ONBOARD_STORE hears it once. Later commands use the profile's own store.
-            self.ui.info(format!(
-                "The profile keeps its secret in the file store ({}, readable only by you).",
-                secrets.describe(&self.profile)
-            ));
         }
         Ok(secrets)
+    }
+
+    /// Said once, when a new profile's secret has been stored: the file store is never a silent
+    /// choice, but it is no news to whoever passed `--store file`, and later commands simply use
+    /// the profile's own store.
+    pub fn file_store_notice(&self, p: &Profile) -> Option<String> {
+        (p.store == StoreKind::File && self.store_flag.is_none()).then(|| {
+            "The profile keeps its secret in the file store (a file readable only by you), \
+             not in the OS keychain."
+                .to_string()
+        })
     }
 }
 
@@ -269,9 +273,19 @@ fn emulator_demo_knobs() -> Knobs {
     }
 }
 
-/// Print the JSON result document (with `--json`).
+/// The version of the `--json` documents' shapes (README "JSON output"): raised when a field
+/// changes meaning or goes away; new fields may appear within a version.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// Print the JSON result document (with `--json`), with the fields every document shares:
+/// `schema_version`, and `ok` (true unless the command set it).
 pub fn print_json(ui: &Ui, doc: &serde_json::Value) {
     if ui.json {
+        let mut doc = doc.clone();
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("schema_version".into(), JSON_SCHEMA_VERSION.into());
+            o.entry("ok").or_insert(true.into());
+        }
         println!("{doc:#}");
     }
 }
@@ -290,7 +304,7 @@ pub fn days_left(t: time::OffsetDateTime) -> i64 {
     (t.to_offset(time::UtcOffset::UTC).date() - today).whole_days()
 }
 
-/// The profile as `show --json` documents it.
+/// The profile as `show --json` documents it (and every result that names a profile).
 pub fn profile_json(p: &Profile) -> serde_json::Value {
     serde_json::json!({
         "profile": p.profile,
@@ -302,5 +316,6 @@ pub fn profile_json(p: &Profile) -> serde_json::Value {
         "key_id": p.key_id,
         "secret_hint": p.secret_hint,
         "secret_expires": rfc3339(p.secret_expires),
+        "store": p.store.as_str(),
     })
 }

@@ -47,10 +47,9 @@ pub async fn run(ctx: &mut Ctx, args: RotateArgs) -> anyhow::Result<Exit> {
             "The key expires in {} days, after the {days}-day window: nothing to do",
             p.secret_expires.map(days_left).unwrap_or_default()
         ));
-        print_json(
-            &ctx.ui,
-            &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(&p)}),
-        );
+        let mut doc = profile_json(&p);
+        doc["action"] = "none".into();
+        print_json(&ctx.ui, &doc);
         return Ok(Exit::Success);
     }
     rotate_profile(ctx, p, &req).await
@@ -296,7 +295,7 @@ async fn dry_run(
         &ctx.ui,
         &serde_json::json!({
             "ok": true, "dry_run": true, "action": "rotate", "profile": p.profile,
-            "app_id": p.app_id, "app_object_id": app.id, "new_key_expires": rfc3339(Some(end)),
+            "store": p.store.as_str(), "app_id": p.app_id, "app_object_id": app.id, "new_key_expires": rfc3339(Some(end)),
             "old_key_id": old, "plan": plan, "policy": policy_json(s.policy.as_ref()),
         }),
     );
@@ -486,7 +485,7 @@ fn dry_run_all(ctx: &Ctx, fresh: &[Row], todo: &[Profile]) -> Exit {
             p.tenant_id,
             p.key_id.as_deref().unwrap_or("-")
         ));
-        items.push(serde_json::json!({"profile": p.profile, "action": "rotate", "app_id": p.app_id, "tenant_id": p.tenant_id, "key_id": p.key_id}));
+        items.push(serde_json::json!({"profile": p.profile, "action": "rotate", "store": p.store.as_str(), "app_id": p.app_id, "tenant_id": p.tenant_id, "key_id": p.key_id}));
     }
     for r in fresh {
         ctx.ui.info(format!("  skip    {:<16} (fresh)", r.profile));
