@@ -400,13 +400,14 @@ async fn remove_revoke_deletes_the_key_and_forgets_the_profile() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
-    // --non-interactive is the caller's consent, as --yes is.
+    // --non-interactive only says "never prompt"; the consent is --yes (issue 12.2).
     let out = cli
         .run(
             &[
                 "remove",
                 "--revoke",
                 "--non-interactive",
+                "--yes",
                 "--json",
                 "--auth",
                 "device-code",

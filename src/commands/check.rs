@@ -20,7 +20,7 @@ struct Drift {
 
 pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let mut p = ctx.require_profile()?;
-    let cloud = ctx.cloud(Some(&p));
+    let cloud = ctx.cloud(Some(&p))?;
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud, Some(&p)).await?;
     let secret = ctx.stored_secret(&secrets, &p).await?;

@@ -51,6 +51,22 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
     }
 }
 
+/// Every `CSP_ONBOARD_*` variable that is set must be readable: a non-UTF-8 value would
+/// otherwise count as unset, and e.g. turn a capture (with `CSP_ONBOARD_APP_SECRET`) into a
+/// sign-in and a new key the user did not ask for. Exit 2, naming the variable, never its value.
+pub fn check_environment() -> Result<(), UserError> {
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CSP_ONBOARD_") && value.to_str().is_none() {
+            return Err(UserError::usage(format!(
+                "{name} is set, but its value is not valid UTF-8"
+            ))
+            .hint(format!("set {name} to a readable value, or unset it")));
+        }
+    }
+    Ok(())
+}
+
 /// What every profile command needs: the terminal, the profile name, the stores, the endpoints.
 pub struct Ctx {
     pub ui: Ui,
@@ -67,19 +83,28 @@ pub struct Ctx {
 
 impl Ctx {
     fn new(g: &crate::cli::GlobalArgs) -> anyhow::Result<Ctx> {
-        store::validate_profile_name(&g.profile)?;
+        let cloud_flag = g.cloud.map(|c| match c {
+            CloudArg::Global => Cloud::Global,
+            CloudArg::Usgov => Cloud::Usgov,
+            CloudArg::China => Cloud::China,
+            CloudArg::Emulator => Cloud::Emulator,
+            CloudArg::Custom => Cloud::Custom,
+        });
+        // The emulator demo has a profile of its own: `default` stays free for the real tenant.
+        let profile = g.profile.clone().unwrap_or_else(|| {
+            if cloud_flag == Some(Cloud::Emulator) {
+                DEMO_PROFILE.to_string()
+            } else {
+                "default".to_string()
+            }
+        });
+        store::validate_profile_name(&profile)?;
         let data_dir = store::data_dir()?;
         let meta = MetaStore::open(&data_dir)?;
         Ok(Ctx {
             ui: Ui::new(g.json, g.quiet, g.verbose, g.non_interactive),
-            profile: g.profile.clone(),
-            cloud_flag: g.cloud.map(|c| match c {
-                CloudArg::Global => Cloud::Global,
-                CloudArg::Usgov => Cloud::Usgov,
-                CloudArg::China => Cloud::China,
-                CloudArg::Emulator => Cloud::Emulator,
-                CloudArg::Custom => Cloud::Custom,
-            }),
+            profile,
+            cloud_flag,
             store_flag: g.store.map(|s| match s {
                 StoreArg::Keychain => StoreKind::Keychain,
                 StoreArg::File => StoreKind::File,
@@ -98,11 +123,61 @@ impl Ctx {
         })
     }
 
-    /// The cloud: the flag, else the stored profile's, else global.
-    pub fn cloud(&self, existing: Option<&Profile>) -> Cloud {
-        self.cloud_flag
-            .or(existing.map(|p| p.cloud))
-            .unwrap_or(Cloud::Global)
+    /// The cloud: a stored profile's own, else the flag, else global. A profile belongs to its
+    /// cloud, and a `custom` one to the endpoints it was made with: another cloud or other
+    /// endpoints (by flag or environment) are refused here, before any request, so that a
+    /// stored secret never goes where the environment happens to point.
+    pub fn cloud(&self, existing: Option<&Profile>) -> anyhow::Result<Cloud> {
+        let Some(p) = existing else {
+            return Ok(self.cloud_flag.unwrap_or(Cloud::Global));
+        };
+        if let Some(flag) = self.cloud_flag
+            && flag != p.cloud
+        {
+            let given = if std::env::args().any(|a| a == "--cloud" || a.starts_with("--cloud=")) {
+                format!("--cloud {}", flag.as_str())
+            } else {
+                format!("CSP_ONBOARD_CLOUD={}", flag.as_str())
+            };
+            return Err(UserError::usage(format!(
+                "profile '{}' belongs to the {} cloud; {given} would send its secret elsewhere",
+                p.profile,
+                p.cloud.as_str()
+            ))
+            .hint(format!(
+                "leave out --cloud and unset CSP_ONBOARD_CLOUD for this profile, or use another --profile for the {} cloud",
+                flag.as_str()
+            ))
+            .into());
+        }
+        if p.cloud == Cloud::Custom
+            && let Some(bound) = &p.endpoints
+        {
+            let here = store::BoundEndpoints::of(&Endpoints::custom_from_env()?);
+            for (var, made, now) in [
+                (
+                    crate::cloud::ENV_AUTHORITY,
+                    &bound.authority,
+                    &here.authority,
+                ),
+                (crate::cloud::ENV_GRAPH, &bound.graph, &here.graph),
+                (
+                    crate::cloud::ENV_PARTNER_CENTER,
+                    &bound.partner_center,
+                    &here.partner_center,
+                ),
+            ] {
+                if made != now {
+                    return Err(UserError::usage(format!(
+                        "profile '{}' was made with {var}={made}, not {now}; its secret is not sent to other endpoints",
+                        p.profile
+                    ))
+                    .hint(format!("set {var} back to {made}, or use another --profile for these endpoints"))
+                    .into());
+                }
+            }
+        }
+        Ok(p.cloud)
     }
 
     /// A profile that must exist (exit 8 otherwise).
@@ -123,11 +198,15 @@ impl Ctx {
     /// with its state kept in the data directory so that a second run sees the first's app.
     pub async fn endpoints(&mut self, cloud: Cloud) -> anyhow::Result<Endpoints> {
         match cloud {
-            Cloud::Custom => Ok(Endpoints::custom_from_env()?),
+            Cloud::Custom => {
+                let ep = Endpoints::custom_from_env()?;
+                self.meta.bind_custom_endpoints(&ep);
+                Ok(ep)
+            }
             Cloud::Emulator => {
                 if self.emulator.is_none() {
                     let dir = self.data_dir.join("emulator");
-                    std::fs::create_dir_all(&dir)
+                    store::ensure_private_dir(&dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                     let config = EmulatorConfig {
                         state_file: Some(dir.join("state.json")),
@@ -262,6 +341,9 @@ impl Ctx {
         })
     }
 }
+
+/// The profile of the emulator demo when no --profile is given.
+pub const DEMO_PROFILE: &str = "emulator";
 
 /// The in-process emulator behaves like a real tenant, but nobody is there to approve a device
 /// code on its web page, so it approves after the first poll.

@@ -33,7 +33,7 @@ mod fsutil;
 mod keychain;
 mod meta;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -45,7 +45,9 @@ use crate::secret::Secret;
 
 pub use file::FileBackend;
 pub use keychain::{KeychainBackend, SERVICE, keychain_account};
-pub use meta::{MetaStore, PendingRotation, Profile, RetiringKey, validate_profile_name};
+pub use meta::{
+    BoundEndpoints, MetaStore, PendingRotation, Profile, RetiringKey, validate_profile_name,
+};
 
 /// Environment variable that overrides the data directory (tests, portable installs).
 pub const ENV_DATA_DIR: &str = "CSP_ONBOARD_DATA_DIR";
@@ -68,7 +70,23 @@ pub fn data_dir() -> anyhow::Result<PathBuf> {
     };
     fsutil::create_private_dir(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    fsutil::refuse_shared_dir(&dir)?;
     Ok(dir)
+}
+
+/// THE writer of every file this program keeps: missing parent directories are created 0700,
+/// then the file is replaced atomically through a 0600 temp file with a random name opened with
+/// `O_EXCL` (so a planted symlink is never followed), synced, and renamed over `path`.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsutil::create_private_dir(dir)?;
+    }
+    fsutil::write_atomic(path, bytes)
+}
+
+/// Create a directory of the data directory (0700), tightening one an older version made wider.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    fsutil::ensure_owner_only_dir(dir)
 }
 
 /// Where secrets go (`--store`).
