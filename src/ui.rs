@@ -203,6 +203,55 @@ impl Ui {
     }
 }
 
+/// How to run this program again, for next steps: `csp-onboard` when that name on PATH is this
+/// very program, else the path it was started with (after `cargo run` it is not installed).
+pub fn invocation() -> String {
+    static CMD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CMD.get_or_init(|| {
+        let exe = std::env::current_exe().ok();
+        let name = format!("csp-onboard{}", std::env::consts::EXE_SUFFIX);
+        let on_path = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(&name))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.is_file());
+        let same = |a: &std::path::Path, b: &std::path::Path| {
+            a.canonicalize()
+                .ok()
+                .is_some_and(|a| b.canonicalize().ok() == Some(a))
+        };
+        match (&exe, on_path) {
+            (Some(exe), Some(found)) if same(exe, &found) => "csp-onboard".to_string(),
+            _ => {
+                let started = std::env::args_os()
+                    .next()
+                    .map(std::path::PathBuf::from)
+                    .filter(|p| p.components().count() > 1)
+                    .or(exe)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "csp-onboard".into());
+                shell_word(&started)
+            }
+        }
+    })
+    .clone()
+}
+
+/// `s` as one word for a POSIX shell: quoted only when it needs to be.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 /// The width human text is wrapped at: the terminal's, when stderr is one. Piped output (logs,
 /// scripts) is left alone, one message a line.
 fn terminal_width() -> Option<usize> {
@@ -519,6 +568,18 @@ mod tests {
         assert!(
             text.lines().skip(1).all(|l| l.starts_with("  ")),
             "hangs under the text:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_path_with_spaces_is_quoted_for_the_shell() {
+        assert_eq!(
+            super::shell_word("/opt/bin/csp-onboard"),
+            "/opt/bin/csp-onboard"
+        );
+        assert_eq!(
+            super::shell_word("/home/a b/it's/csp-onboard"),
+            r"'/home/a b/it'\''s/csp-onboard'"
         );
     }
 
