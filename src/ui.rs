@@ -282,10 +282,14 @@ pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
     };
     let lead_width = console::measure_text_width(&lead);
     let mut out = Vec::new();
+    let msg = glue_commands(msg);
     for (i, line) in msg.split('\n').enumerate() {
         let body = line.trim_start_matches(' ');
         let indent = " ".repeat(line.len() - body.len());
-        let marker = bullet_width(body);
+        let marker = match bullet_width(body) {
+            0 if !indent.is_empty() => value_column(body, width / 2),
+            n => n,
+        };
         let first = if i == 0 {
             format!("{lead}{indent}")
         } else {
@@ -304,11 +308,41 @@ pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
             out.extend(
                 textwrap::wrap(body, options)
                     .into_iter()
-                    .map(|l| l.into_owned()),
+                    .map(|l| l.replace(GLUE, " ")),
             );
         }
     }
     out.join("\n")
+}
+
+/// Joins the words of a `command in backquotes` so it is never cut across lines: a person
+/// copies it whole. (A no-break space, which the ASCII-space wrapper does not break at.)
+const GLUE: char = '\u{a0}';
+
+fn glue_commands(msg: &str) -> String {
+    let mut inside = false;
+    msg.chars()
+        .map(|c| {
+            if c == '`' {
+                inside = !inside;
+            }
+            if inside && c == ' ' { GLUE } else { c }
+        })
+        .collect()
+}
+
+/// In an indented `label    value` row, the column where the value starts, so its wrapped
+/// lines line up under it (0 when the row is not one, or the column is past `max`).
+fn value_column(body: &str, max: usize) -> usize {
+    let Some(gap) = body.find("  ") else {
+        return 0;
+    };
+    let value = gap + body[gap..].len() - body[gap..].trim_start_matches(' ').len();
+    if value < max && value < body.len() {
+        value
+    } else {
+        0
+    }
 }
 
 /// The width of a list marker (`• `, `12. `) opening a line, for hanging indentation.
@@ -568,6 +602,20 @@ mod tests {
         assert!(
             text.lines().skip(1).all(|l| l.starts_with("  ")),
             "hangs under the text:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_command_in_backquotes_stays_on_one_line_and_table_values_line_up() {
+        let text = wrap_to(
+            Some(40),
+            "",
+            "  Commerce ID   not given: run `csp-onboard init --commerce-id <guid>` later",
+        );
+        assert_eq!(
+            text,
+            "  Commerce ID   not given: run\n                \
+             `csp-onboard init --commerce-id <guid>`\n                later"
         );
     }
 
