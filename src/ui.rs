@@ -282,7 +282,6 @@ pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
     };
     let lead_width = console::measure_text_width(&lead);
     let mut out = Vec::new();
-    let msg = glue_commands(msg);
     for (i, line) in msg.split('\n').enumerate() {
         let body = line.trim_start_matches(' ');
         let indent = " ".repeat(line.len() - body.len());
@@ -296,6 +295,8 @@ pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
             format!("{}{indent}", " ".repeat(lead_width))
         };
         let rest = format!("{}{indent}{}", " ".repeat(lead_width), " ".repeat(marker));
+        let glued = glue_commands(body, width.saturating_sub(rest.len()));
+        let body = glued.as_str();
         let options = textwrap::Options::new(width)
             .break_words(false)
             .word_separator(textwrap::WordSeparator::AsciiSpace)
@@ -319,16 +320,21 @@ pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
 /// copies it whole. (A no-break space, which the ASCII-space wrapper does not break at.)
 const GLUE: char = '\u{a0}';
 
-fn glue_commands(msg: &str) -> String {
-    let mut inside = false;
-    msg.chars()
-        .map(|c| {
-            if c == '`' {
-                inside = !inside;
+/// Only a command that fits on a continuation line (`room` columns) is glued; a longer one
+/// may break at its spaces rather than be cut by the terminal.
+fn glue_commands(line: &str, room: usize) -> String {
+    line.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            let command = i % 2 == 1;
+            if command && part.chars().count() + 2 <= room {
+                part.replace(' ', &GLUE.to_string())
+            } else {
+                part.to_string()
             }
-            if inside && c == ' ' { GLUE } else { c }
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .join("`")
 }
 
 /// In an indented `label    value` row, the column where the value starts, so its wrapped
@@ -608,7 +614,7 @@ mod tests {
     #[test]
     fn a_command_in_backquotes_stays_on_one_line_and_table_values_line_up() {
         let text = wrap_to(
-            Some(40),
+            Some(60),
             "",
             "  Commerce ID   not given: run `csp-onboard init --commerce-id <guid>` later",
         );
@@ -617,6 +623,16 @@ mod tests {
             "  Commerce ID   not given: run\n                \
              `csp-onboard init --commerce-id <guid>`\n                later"
         );
+    }
+
+    #[test]
+    fn a_command_too_long_for_a_line_breaks_at_its_spaces_rather_than_overflow() {
+        let text = wrap_to(
+            Some(30),
+            "",
+            "run `csp-onboard init --commerce-id <guid> --profile x`",
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 30), "{text}");
     }
 
     #[test]
