@@ -773,6 +773,19 @@ async fn an_80_column_window_wraps_at_spaces_and_never_splits_a_guid() {
         );
         let guid = split_guids(&shown);
         assert!(guid.is_empty(), "GUIDs split across lines: {guid:?}");
+        // Asked before the app exists: where to find the Commerce ID cannot be "next to the App ID".
+        assert!(
+            !shown.iter().any(|l| l.contains("next to the App ID")),
+            "{}",
+            shown.join("\n")
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|l| l.contains("init --commerce-id <guid>")),
+            "the Done screen says how to add it later:\n{}",
+            shown.join("\n")
+        );
     })
     .await;
     assert_eq!(exit, 0, "{screen}");

@@ -234,16 +234,17 @@ async fn capture(
         validate_secret_value,
     )?;
     let http = ctx.http()?;
-    keys::verify(
-        &ctx.ui,
-        &http,
-        ep,
-        &tenant,
-        &app_id,
-        &secret,
-        &capture_verify_options(args.verify_timeout),
-    )
-    .await?;
+    let opts = capture_verify_options(args.verify_timeout);
+    let limit = opts.budget.as_secs();
+    // Entra answers a mistyped secret and a just-made one alike (AADSTS7000215): say what the
+    // wait is for, and how long it lasts at most.
+    ctx.ui.info(format!(
+        "Checking the secret with Entra ID, up to {limit} s: a key made in the last minutes may \
+         still be spreading; a mistyped one never works. Ctrl-C to stop."
+    ));
+    keys::verify(&ctx.ui, &http, ep, &tenant, &app_id, &secret, &opts)
+        .await
+        .map_err(|e| likely_cause(e, limit))?;
     let replaced = existing.is_some();
     let mut p = match existing {
         Some(mut p) => {
@@ -277,6 +278,7 @@ async fn capture(
         &p,
         secrets,
         if replaced { "recaptured" } else { "captured" },
+        None,
     );
     Ok(Exit::Success)
 }
@@ -486,6 +488,38 @@ async fn run_plan(
         answers,
     )
     .await?;
-    summary(ctx, &p, secrets, action);
+    summary(ctx, &p, secrets, action, None);
     Ok(Exit::Success)
+}
+
+/// A pasted secret refused for the whole wait: say which cause is likelier. Spreading takes a
+/// minute or two, so a value refused that long was most likely mistyped or cut short.
+fn likely_cause(e: anyhow::Error, waited_secs: u64) -> anyhow::Error {
+    use crate::partner_center::verify::VerifyError;
+    if !matches!(
+        e.downcast_ref::<VerifyError>(),
+        Some(VerifyError::NeverPropagated { .. })
+    ) {
+        return e;
+    }
+    let (message, hint) = if waited_secs >= 60 {
+        (
+            format!(
+                "Entra ID refused the pasted secret for {waited_secs} s: most likely it is mistyped \
+                 or cut short (a key made a few minutes ago is accepted by then)"
+            ),
+            "copy the key's Value again from Partner Center > Account settings > App management \
+             (the Value, not its ID), or add a new key there, and run the capture again",
+        )
+    } else {
+        (
+            format!(
+                "Entra ID refused the pasted secret for {waited_secs} s: most likely the key is \
+                 still spreading (the wait was short), unless it is mistyped"
+            ),
+            "run the capture again in a few minutes; if it is still refused, copy the key's Value \
+             again from Partner Center > Account settings > App management",
+        )
+    };
+    UserError::new(Exit::Verify, message).hint(hint).into()
 }

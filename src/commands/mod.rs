@@ -428,17 +428,27 @@ pub fn verify_options(timeout_secs: u64) -> VerifyOptions {
 }
 
 /// The summary and next steps (stderr), and the result document (stdout with --json).
-pub fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
+/// `old_key_removed`: for a rotation, whether the old key is gone (its secret is dead).
+pub fn summary(
+    ctx: &Ctx,
+    p: &Profile,
+    secrets: &Secrets,
+    action: &str,
+    old_key_removed: Option<bool>,
+) {
     let ui = &ctx.ui;
     let location = secrets.describe(&p.profile);
+    let cmd = crate::ui::invocation();
     ui.heading("Done. Your Partner Center web app:");
     ui.info(format!("  Tenant ID (Account ID)  {}", p.tenant_id));
     ui.info(format!("  App ID                  {}", p.app_id));
     match &p.commerce_id {
         Some(c) => ui.info(format!("  Commerce ID             {c}")),
-        None => {
-            ui.info("  Commerce ID             not given (see Partner Center > App management)")
-        }
+        None => ui.info(format!(
+            "  Commerce ID             not given: copy it from {}, then \
+             `{cmd} init --commerce-id <guid>`",
+            crate::wizard::COMMERCE_ID_WHERE
+        )),
     }
     ui.info(format!(
         "  Secret                  {}…  (expires {})",
@@ -455,13 +465,17 @@ pub fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
     }
     ui.heading("Next steps");
     for line in [
-        "  • Microsoft Cost Management for partners (Azure portal, billing-account",
-        "    scope) needs no secret.",
-        "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the",
-        "    \"Billing account reader\" role: `csp-onboard show --reveal` (or --json)",
-        "    hands them over.",
-        "  • `csp-onboard check` proves the key still works; `csp-onboard rotate`",
-        "    (or `init` again) replaces it before it expires.",
+        "  • Microsoft Cost Management for partners (Azure portal, billing-account scope) needs \
+         no secret."
+            .to_string(),
+        format!(
+            "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the \
+             \"Billing account reader\" role: `{cmd} show --reveal --json` prints all three."
+        ),
+        format!(
+            "  • `{cmd} check` proves the key still works; `{cmd} rotate` (or `init` again) \
+             replaces it before it expires."
+        ),
     ] {
         ui.info(line);
     }
@@ -469,6 +483,9 @@ pub fn summary(ctx: &Ctx, p: &Profile, secrets: &Secrets, action: &str) {
     doc["ok"] = true.into();
     doc["action"] = action.into();
     doc["store_location"] = location.into();
+    if let Some(removed) = old_key_removed {
+        doc["old_key_removed"] = removed.into();
+    }
     print_json(ui, &doc);
 }
 

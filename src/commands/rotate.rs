@@ -221,7 +221,16 @@ pub async fn rotate_profile(
             None => {}
         }
     }
-    summary(ctx, &p, &secrets, action);
+    summary(ctx, &p, &secrets, action, Some(retired.removed));
+    if retired.removed {
+        // Said last, where it is read: every copy of the old value just stopped working.
+        ctx.ui.warn(format!(
+            "The old secret no longer works: its key was removed from the app. Any tool or \
+             script that holds it (a cost tool, a pipeline, a vault) needs the new one: \
+             `{} show --reveal --json` prints the tenant ID, App ID and secret.",
+            crate::ui::invocation()
+        ));
+    }
     Ok(Exit::Success)
 }
 
