@@ -263,6 +263,11 @@ fn terminal_width() -> Option<usize> {
         .map(|(_, cols)| usize::from(cols))
 }
 
+/// The terminal's width when stderr is one (what human text is wrapped to).
+pub fn width() -> Option<usize> {
+    terminal_width()
+}
+
 /// `prefix` (a styled mark such as ✔, or nothing) and `msg`, wrapped to the terminal's width.
 pub fn wrapped(prefix: &str, msg: &str) -> String {
     wrap_to(terminal_width(), prefix, msg)

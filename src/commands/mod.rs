@@ -489,6 +489,79 @@ pub fn summary(
     print_json(ui, &doc);
 }
 
+/// A call wider than the terminal would be cut by it mid-URL: then each service's base URL is
+/// named once (`{Graph} = https://graph.microsoft.com`) and the calls use the name, so every
+/// line fits and no URL is split. Piped output keeps the whole URLs.
+fn shorten_calls(lines: Vec<String>, width: Option<usize>) -> (Vec<String>, Option<String>) {
+    let Some(width) = width else {
+        return (lines, None);
+    };
+    if lines
+        .iter()
+        .all(|l| console::measure_text_width(l) <= width)
+    {
+        return (lines, None);
+    }
+    let mut names: Vec<(String, String)> = Vec::new();
+    let shortened = lines
+        .into_iter()
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            words
+                .iter()
+                .enumerate()
+                .map(|(i, word)| {
+                    // Only the URL a call goes to, after its method; a scope stays as it is.
+                    let after_method = i > 0
+                        && matches!(words[i - 1], "GET" | "POST" | "PATCH" | "PUT" | "DELETE");
+                    let url = url::Url::parse(word)
+                        .ok()
+                        .filter(|u| after_method && matches!(u.scheme(), "http" | "https"));
+                    let Some(url) = url else {
+                        return word.to_string();
+                    };
+                    let mut base = url.origin().ascii_serialization();
+                    let name = service_name(url.path(), names.len());
+                    if name == "Graph" && url.path().starts_with("/v1.0/") {
+                        base.push_str("/v1.0");
+                    }
+                    if !word.starts_with(&base) {
+                        return word.to_string();
+                    }
+                    let name = match names.iter().find(|(b, _)| *b == base) {
+                        Some((_, n)) => n.clone(),
+                        None => {
+                            names.push((base.clone(), name.clone()));
+                            name
+                        }
+                    };
+                    format!("{{{name}}}{}", &word[base.len()..])
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let legend = names
+        .iter()
+        .map(|(base, name)| format!("{{{name}}} = {base}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (shortened, Some(format!("  where {legend}")))
+}
+
+/// A short name for a service, from the shape of the path called on it.
+fn service_name(path: &str, index: usize) -> String {
+    if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
+        "Graph".into()
+    } else if path.contains("/oauth2/") {
+        "Entra".into()
+    } else if path.starts_with("/v1/") {
+        "PartnerCenter".into()
+    } else {
+        format!("service{}", index + 1)
+    }
+}
+
 /// `--dry-run`: the plan, for people on stderr and as the JSON document. `extra` adds fields.
 pub fn print_plan(
     ui: &Ui,
@@ -498,8 +571,13 @@ pub fn print_plan(
     extra: serde_json::Value,
 ) {
     ui.heading(heading);
-    for line in plan.lines() {
-        ui.info(format!("  {line}"));
+    let lines: Vec<String> = plan.lines().iter().map(|l| format!("  {l}")).collect();
+    let (lines, legend) = shorten_calls(lines, crate::ui::width());
+    for line in lines {
+        ui.info(line);
+    }
+    if let Some(legend) = legend {
+        ui.info(legend);
     }
     if let Some(a) = account {
         ui.info(format!(
