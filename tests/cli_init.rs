@@ -1129,3 +1129,145 @@ async fn an_admin_agent_who_owns_the_app_adds_and_rotates_its_keys_through_graph
         .passwords;
     assert_eq!(keys.len(), 1, "the old key was removed by its owner");
 }
+
+// ---- Issue 12: what a new user reads after a run. ----
+
+/// After a rotation that removed the old key, the old secret is dead: say so, and what must be
+/// updated. `--json` carries `old_key_removed`. A kept old key is not dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_removed_the_old_key_says_the_old_secret_no_longer_works() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["old_key_removed"], true);
+    let err = stderr(&out);
+    assert!(err.contains("The old secret no longer works"), "{err}");
+    assert!(
+        err.contains("show --reveal"),
+        "how to get the new one: {err}"
+    );
+
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--keep-old"]), "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["old_key_removed"], false);
+    assert!(
+        !stderr(&out).contains("no longer works"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A pasted value with whitespace inside is refused before any request; the capture's wait says
+/// what it is (one limit, the two causes, Ctrl-C) and the end says which cause is likelier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_checks_the_pasted_value_first_and_says_what_the_wait_is() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, _) = emu.portal_create_app("Made in the portal");
+    let tenant = emu.tenant_id();
+    let capture = [
+        "init",
+        "--non-interactive",
+        "--tenant",
+        &tenant,
+        "--app-id",
+        &app_id,
+        "--app-secret-stdin",
+        "--verify-timeout",
+        "2",
+    ];
+    let out = cli.run(&capture, "abc~defgh ijklmnop\n").await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("space"), "{}", stderr(&out));
+    assert_eq!(emu.count("POST", "/token"), 0, "refused before any request");
+
+    let out = cli.run(&capture, "a-value-that-was-never-issued\n").await;
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    let err = stderr(&out);
+    for said in [
+        "up to 2 s",
+        "a key made in the last minutes may still be spreading",
+        "a mistyped one never works",
+        "Ctrl-C",
+        "most likely",
+    ] {
+        assert!(err.contains(said), "{said:?} in:\n{err}");
+    }
+}
+
+/// The next steps name the command the way this binary was started when `csp-onboard` is not on
+/// PATH (after `cargo run`), and plainly `csp-onboard` when it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_steps_name_the_command_as_it_can_be_run() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    cli.env.push(("PATH".into(), "/usr/bin:/bin".into()));
+    let tenant = emu.tenant_id();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let started = format!("{} check", bin().display());
+    assert!(
+        stderr(&out).contains(&started),
+        "{started} in:\n{}",
+        stderr(&out)
+    );
+
+    let dir = bin().parent().unwrap().display().to_string();
+    cli.env.retain(|(k, _)| k != "PATH");
+    cli.env
+        .push(("PATH".into(), format!("{dir}:/usr/bin:/bin")));
+    cli.env
+        .push(("CSP_ONBOARD_PROFILE".into(), "second".into()));
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`csp-onboard check`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&started), "{}", stderr(&out));
+}
+
+/// The Done screen: a missing Commerce ID is "not given" (as `show` says) with the command that
+/// adds it later; the values for a cost tool come from `show --reveal --json` (plain
+/// `show --reveal` prints the secret alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_done_screen_says_how_to_add_the_commerce_id_and_hand_over_the_values() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let out = cli.run(&args(&["--tenant", &emu.tenant_id()]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not given"), "{err}");
+    assert!(!err.contains("unknown"), "{err}");
+    assert!(
+        err.contains("csp-onboard init --commerce-id <guid>"),
+        "{err}"
+    );
+    assert!(err.contains("show --reveal --json"), "{err}");
+    assert!(!err.contains("hands them over"), "{err}");
+}
+
+/// A second app with the display name of one already in the tenant is not created silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_an_app_named_like_an_existing_one_warns_and_names_it() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (existing, _, _) = emu.portal_create_app("Partner Center web app (csp-onboard)");
+    let out = cli.run(&args(&["--tenant", &emu.tenant_id()]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("already has an app named"), "{err}");
+    assert!(
+        err.contains(&existing),
+        "the existing App ID is named: {err}"
+    );
+    assert!(err.contains("--app-id"), "how to reuse it: {err}");
+}

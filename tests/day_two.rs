@@ -1005,6 +1005,26 @@ fn the_man_page_documents_every_subcommand_and_keeps_the_examples_whole() {
     }
 }
 
+/// One word for a Commerce ID nobody gave, in `show` as in `init`: "not given", with the command
+/// that adds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_says_a_missing_commerce_id_is_not_given_and_how_to_add_it() {
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    let out = cli.run(&["show"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("commerce_id"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(line.contains("not given"), "{line}");
+    assert!(!line.contains("unknown"), "{line}");
+    assert!(
+        line.contains("csp-onboard init --commerce-id <guid>"),
+        "{line}"
+    );
+}
+
 /// An Admin agent who does not own the app may not add a key through Graph ("application:
 /// addPassword" needs the owner or an app-admin role): `rotate` says so with exit 4, changes
 /// nothing, and names the way that works (App management's "Add key", then capture again).

@@ -773,6 +773,19 @@ async fn an_80_column_window_wraps_at_spaces_and_never_splits_a_guid() {
         );
         let guid = split_guids(&shown);
         assert!(guid.is_empty(), "GUIDs split across lines: {guid:?}");
+        // Asked before the app exists: where to find the Commerce ID cannot be "next to the App ID".
+        assert!(
+            !shown.iter().any(|l| l.contains("next to the App ID")),
+            "{}",
+            shown.join("\n")
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|l| l.contains("init --commerce-id <guid>")),
+            "the Done screen says how to add it later:\n{}",
+            shown.join("\n")
+        );
     })
     .await;
     assert_eq!(exit, 0, "{screen}");
@@ -944,4 +957,41 @@ async fn an_unreadable_policy_that_refuses_a_year_makes_the_wizard_ask_for_days(
     assert_eq!(apps_added(&emu, &seeded).len(), 1, "one app");
     let days = days_until(&show(&cli).await["secret_expires"]);
     assert!((88..=90).contains(&days), "{days}");
+}
+
+/// Found at 100 columns: a dry-run plan's call cut as `…/removePasswo` / `rd`. At 80 columns
+/// every plan line and call fits, or is wrapped at a space.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_80_column_dry_run_plan_never_cuts_a_call() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = cli_for(&emu);
+    onboard_non_interactively(&cli).await;
+    let cmd = wizard_command_in(
+        &cli,
+        &["rotate", "--dry-run", "--auth", "device-code"],
+        CLASSIC,
+    );
+    let (exit, screen) = in_pty(cmd, |s| {
+        s.expect("Dry run: nothing was changed.");
+        s.expect("where {Graph} = ");
+        s.expect("{PartnerCenter} = http");
+        let rows = s.rows_at(CLASSIC.cols);
+        let shown: Vec<&str> = rows.iter().map(|(r, _)| r.as_str()).collect();
+        println!(
+            "--- the dry run at 80 columns ---\n{}\n---",
+            shown.join("\n")
+        );
+        let broken: Vec<&str> = rows
+            .iter()
+            .filter(|(_, wrapped)| *wrapped)
+            .map(|(r, _)| r.as_str())
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "lines the terminal had to break at 80 columns: {broken:#?}\n{}",
+            shown.join("\n")
+        );
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
 }

@@ -116,6 +116,7 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             "status": status,
             "profile": p.profile,
             "app_id": p.app_id,
+            "store": p.store.as_str(),
             "secret_expires": rfc3339(p.secret_expires),
             "days_left": left,
             "warn_days": args.warn_days,

@@ -60,10 +60,9 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
             ));
             if !ctx.ui.confirm("Rotate it now?", true)? {
                 ctx.ui.info("Nothing changed.");
-                print_json(
-                    &ctx.ui,
-                    &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(p)}),
-                );
+                let mut doc = profile_json(p);
+                doc["action"] = "none".into();
+                print_json(&ctx.ui, &doc);
                 return Ok(Exit::Success);
             }
         } else {
@@ -235,16 +234,17 @@ async fn capture(
         validate_secret_value,
     )?;
     let http = ctx.http()?;
-    keys::verify(
-        &ctx.ui,
-        &http,
-        ep,
-        &tenant,
-        &app_id,
-        &secret,
-        &capture_verify_options(args.verify_timeout),
-    )
-    .await?;
+    let opts = capture_verify_options(args.verify_timeout);
+    let limit = opts.budget.as_secs();
+    // Entra answers a mistyped secret and a just-made one alike (AADSTS7000215): say what the
+    // wait is for, and how long it lasts at most.
+    ctx.ui.info(format!(
+        "Checking the secret with Entra ID, up to {limit} s: a key made in the last minutes may \
+         still be spreading; a mistyped one never works. Ctrl-C to stop."
+    ));
+    keys::verify(&ctx.ui, &http, ep, &tenant, &app_id, &secret, &opts)
+        .await
+        .map_err(|e| likely_cause(e, limit))?;
     let replaced = existing.is_some();
     let mut p = match existing {
         Some(mut p) => {
@@ -274,10 +274,11 @@ async fn capture(
         );
     }
     summary(
-        &ctx.ui,
+        ctx,
         &p,
         secrets,
         if replaced { "recaptured" } else { "captured" },
+        None,
     );
     Ok(Exit::Success)
 }
@@ -463,6 +464,38 @@ async fn onboard(
         answers,
     )
     .await?;
-    summary(&ctx.ui, &p, secrets, action);
+    summary(ctx, &p, secrets, action, None);
     Ok(Exit::Success)
+}
+
+/// A pasted secret refused for the whole wait: say which cause is likelier. Spreading takes a
+/// minute or two, so a value refused that long was most likely mistyped or cut short.
+fn likely_cause(e: anyhow::Error, waited_secs: u64) -> anyhow::Error {
+    use crate::partner_center::verify::VerifyError;
+    if !matches!(
+        e.downcast_ref::<VerifyError>(),
+        Some(VerifyError::NeverPropagated { .. })
+    ) {
+        return e;
+    }
+    let (message, hint) = if waited_secs >= 60 {
+        (
+            format!(
+                "Entra ID refused the pasted secret for {waited_secs} s: most likely it is mistyped \
+                 or cut short (a key made a few minutes ago is accepted by then)"
+            ),
+            "copy the key's Value again from Partner Center > Account settings > App management \
+             (the Value, not its ID), or add a new key there, and run the capture again",
+        )
+    } else {
+        (
+            format!(
+                "Entra ID refused the pasted secret for {waited_secs} s: most likely the key is \
+                 still spreading (the wait was short), unless it is mistyped"
+            ),
+            "run the capture again in a few minutes; if it is still refused, copy the key's Value \
+             again from Partner Center > Account settings > App management",
+        )
+    };
+    UserError::new(Exit::Verify, message).hint(hint).into()
 }

@@ -344,15 +344,19 @@ impl Ctx {
             })?;
         if let Some(n) = notice {
             self.ui.warn(n);
-        } else if kind == StoreKind::File && existing.is_none() && self.store_flag.is_none() {
-            // The file store is never a silent choice: a new profile that got it from
-            // CSP_ONBOARD_STORE hears it once. Later commands use the profile's own store.
-            self.ui.info(format!(
-                "The profile keeps its secret in the file store ({}, readable only by you).",
-                secrets.describe(&self.profile)
-            ));
         }
         Ok(secrets)
+    }
+
+    /// Said once, when a new profile's secret has been stored: the file store is never a silent
+    /// choice, but it is no news to whoever passed `--store file`, and later commands simply use
+    /// the profile's own store.
+    pub fn file_store_notice(&self, p: &Profile) -> Option<String> {
+        (p.store == StoreKind::File && self.store_flag.is_none()).then(|| {
+            "The profile keeps its secret in the file store (a file readable only by you), \
+             not in the OS keychain."
+                .to_string()
+        })
     }
 }
 
@@ -369,9 +373,19 @@ fn emulator_demo_knobs() -> Knobs {
     }
 }
 
-/// Print the JSON result document (with `--json`).
+/// The version of the `--json` documents' shapes (README "JSON output"): raised when a field
+/// changes meaning or goes away; new fields may appear within a version.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// Print the JSON result document (with `--json`), with the fields every document shares:
+/// `schema_version`, and `ok` (true unless the command set it).
 pub fn print_json(ui: &Ui, doc: &serde_json::Value) {
     if ui.json {
+        let mut doc = doc.clone();
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("schema_version".into(), JSON_SCHEMA_VERSION.into());
+            o.entry("ok").or_insert(true.into());
+        }
         println!("{doc:#}");
     }
 }
@@ -390,7 +404,7 @@ pub fn days_left(t: time::OffsetDateTime) -> i64 {
     (t.to_offset(time::UtcOffset::UTC).date() - today).whole_days()
 }
 
-/// The profile as `show --json` documents it.
+/// The profile as `show --json` documents it (and every result that names a profile).
 pub fn profile_json(p: &Profile) -> serde_json::Value {
     serde_json::json!({
         "profile": p.profile,
@@ -402,6 +416,7 @@ pub fn profile_json(p: &Profile) -> serde_json::Value {
         "key_id": p.key_id,
         "secret_hint": p.secret_hint,
         "secret_expires": rfc3339(p.secret_expires),
+        "store": p.store.as_str(),
     })
 }
 
@@ -413,16 +428,27 @@ pub fn verify_options(timeout_secs: u64) -> VerifyOptions {
 }
 
 /// The summary and next steps (stderr), and the result document (stdout with --json).
-pub fn summary(ui: &Ui, p: &Profile, secrets: &Secrets, action: &str) {
+/// `old_key_removed`: for a rotation, whether the old key is gone (its secret is dead).
+pub fn summary(
+    ctx: &Ctx,
+    p: &Profile,
+    secrets: &Secrets,
+    action: &str,
+    old_key_removed: Option<bool>,
+) {
+    let ui = &ctx.ui;
     let location = secrets.describe(&p.profile);
+    let cmd = crate::ui::invocation();
     ui.heading("Done. Your Partner Center web app:");
     ui.info(format!("  Tenant ID (Account ID)  {}", p.tenant_id));
     ui.info(format!("  App ID                  {}", p.app_id));
     match &p.commerce_id {
         Some(c) => ui.info(format!("  Commerce ID             {c}")),
-        None => {
-            ui.info("  Commerce ID             not given (see Partner Center > App management)")
-        }
+        None => ui.info(format!(
+            "  Commerce ID             not given: copy it from {}, then \
+             `{cmd} init --commerce-id <guid>`",
+            crate::wizard::COMMERCE_ID_WHERE
+        )),
     }
     ui.info(format!(
         "  Secret                  {}…  (expires {})",
@@ -432,24 +458,108 @@ pub fn summary(ui: &Ui, p: &Profile, secrets: &Secrets, action: &str) {
             .unwrap_or_else(|| "unknown".into())
     ));
     ui.info(format!("  Stored in               {location}"));
+    if matches!(action, "created" | "key_added" | "captured")
+        && let Some(notice) = ctx.file_store_notice(p)
+    {
+        ui.info(notice);
+    }
     ui.heading("Next steps");
     for line in [
-        "  • Microsoft Cost Management for partners (Azure portal, billing-account",
-        "    scope) needs no secret.",
-        "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the",
-        "    \"Billing account reader\" role: `csp-onboard show --reveal` (or --json)",
-        "    hands them over.",
-        "  • `csp-onboard check` proves the key still works; `csp-onboard rotate`",
-        "    (or `init` again) replaces it before it expires.",
+        "  • Microsoft Cost Management for partners (Azure portal, billing-account scope) needs \
+         no secret."
+            .to_string(),
+        format!(
+            "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the \
+             \"Billing account reader\" role: `{cmd} show --reveal --json` prints all three."
+        ),
+        format!(
+            "  • `{cmd} check` proves the key still works; `{cmd} rotate` (or `init` again) \
+             replaces it before it expires."
+        ),
     ] {
         ui.info(line);
     }
     let mut doc = profile_json(p);
     doc["ok"] = true.into();
     doc["action"] = action.into();
-    doc["store"] = p.store.as_str().into();
     doc["store_location"] = location.into();
+    if let Some(removed) = old_key_removed {
+        doc["old_key_removed"] = removed.into();
+    }
     print_json(ui, &doc);
+}
+
+/// A call wider than the terminal would be cut by it mid-URL: then each service's base URL is
+/// named once (`{Graph} = https://graph.microsoft.com`) and the calls use the name, so every
+/// line fits and no URL is split. Piped output keeps the whole URLs.
+fn shorten_calls(lines: Vec<String>, width: Option<usize>) -> (Vec<String>, Option<String>) {
+    let Some(width) = width else {
+        return (lines, None);
+    };
+    if lines
+        .iter()
+        .all(|l| console::measure_text_width(l) <= width)
+    {
+        return (lines, None);
+    }
+    let mut names: Vec<(String, String)> = Vec::new();
+    let shortened = lines
+        .into_iter()
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            words
+                .iter()
+                .enumerate()
+                .map(|(i, word)| {
+                    // Only the URL a call goes to, after its method; a scope stays as it is.
+                    let after_method = i > 0
+                        && matches!(words[i - 1], "GET" | "POST" | "PATCH" | "PUT" | "DELETE");
+                    let url = url::Url::parse(word)
+                        .ok()
+                        .filter(|u| after_method && matches!(u.scheme(), "http" | "https"));
+                    let Some(url) = url else {
+                        return word.to_string();
+                    };
+                    let mut base = url.origin().ascii_serialization();
+                    let name = service_name(url.path(), names.len());
+                    if name == "Graph" && url.path().starts_with("/v1.0/") {
+                        base.push_str("/v1.0");
+                    }
+                    if !word.starts_with(&base) {
+                        return word.to_string();
+                    }
+                    let name = match names.iter().find(|(b, _)| *b == base) {
+                        Some((_, n)) => n.clone(),
+                        None => {
+                            names.push((base.clone(), name.clone()));
+                            name
+                        }
+                    };
+                    format!("{{{name}}}{}", &word[base.len()..])
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let legend = names
+        .iter()
+        .map(|(base, name)| format!("{{{name}}} = {base}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (shortened, Some(format!("  where {legend}")))
+}
+
+/// A short name for a service, from the shape of the path called on it.
+fn service_name(path: &str, index: usize) -> String {
+    if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
+        "Graph".into()
+    } else if path.contains("/oauth2/") {
+        "Entra".into()
+    } else if path.starts_with("/v1/") {
+        "PartnerCenter".into()
+    } else {
+        format!("service{}", index + 1)
+    }
 }
 
 /// `--dry-run`: the plan, for people on stderr and as the JSON document. `extra` adds fields.
@@ -461,8 +571,13 @@ pub fn print_plan(
     extra: serde_json::Value,
 ) {
     ui.heading(heading);
-    for line in plan.lines() {
-        ui.info(format!("  {line}"));
+    let lines: Vec<String> = plan.lines().iter().map(|l| format!("  {l}")).collect();
+    let (lines, legend) = shorten_calls(lines, crate::ui::width());
+    for line in lines {
+        ui.info(line);
+    }
+    if let Some(legend) = legend {
+        ui.info(legend);
     }
     if let Some(a) = account {
         ui.info(format!(

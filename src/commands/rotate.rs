@@ -50,10 +50,9 @@ pub async fn run(ctx: &mut Ctx, args: RotateArgs) -> anyhow::Result<Exit> {
             "The key expires in {} days, after the {days}-day window: nothing to do",
             p.secret_expires.map(days_left).unwrap_or_default()
         ));
-        print_json(
-            &ctx.ui,
-            &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(&p)}),
-        );
+        let mut doc = profile_json(&p);
+        doc["action"] = "none".into();
+        print_json(&ctx.ui, &doc);
         return Ok(Exit::Success);
     }
     rotate_profile(ctx, p, &req).await
@@ -188,7 +187,7 @@ pub async fn rotate_profile(
             &plan,
             None,
             serde_json::json!({
-                "action": "rotate", "profile": p.profile, "app_id": p.app_id,
+                "action": "rotate", "profile": p.profile, "store": p.store.as_str(), "app_id": p.app_id,
                 "app_object_id": app.id, "old_key_id": p.key_id,
                 "new_key_expires": rfc3339(Some(crate::input::days_from_now(lifetime.days, "the key lifetime")?)),
                 "policy": policy.to_json(),
@@ -222,7 +221,16 @@ pub async fn rotate_profile(
             None => {}
         }
     }
-    summary(&ctx.ui, &p, &secrets, action);
+    summary(ctx, &p, &secrets, action, Some(retired.removed));
+    if retired.removed {
+        // Said last, where it is read: every copy of the old value just stopped working.
+        ctx.ui.warn(format!(
+            "The old secret no longer works: its key was removed from the app. Any tool or \
+             script that holds it (a cost tool, a pipeline, a vault) needs the new one: \
+             `{} show --reveal --json` prints the tenant ID, App ID and secret.",
+            crate::ui::invocation()
+        ));
+    }
     Ok(Exit::Success)
 }
 
@@ -436,7 +444,7 @@ async fn dry_run_all(
             p.key_id.as_deref().unwrap_or("-"),
             lifetime.days
         ));
-        items.push(serde_json::json!({"profile": p.profile, "action": "rotate", "app_id": p.app_id, "tenant_id": p.tenant_id, "key_id": p.key_id, "plan": plan.to_json(None)}));
+        items.push(serde_json::json!({"profile": p.profile, "action": "rotate", "store": p.store.as_str(), "app_id": p.app_id, "tenant_id": p.tenant_id, "key_id": p.key_id, "plan": plan.to_json(None)}));
     }
     for r in fresh {
         ctx.ui.info(format!("  skip    {:<16} (fresh)", r.profile));

@@ -28,9 +28,9 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<Exit> {
     line("tenant_id", Some(&p.tenant_id));
     line(
         "commerce_id",
-        p.commerce_id
-            .as_deref()
-            .or(Some("unknown (see Partner Center > App management)")),
+        p.commerce_id.as_deref().or(Some(
+            "not given (add it: csp-onboard init --commerce-id <guid>)",
+        )),
     );
     line("app_id", Some(&p.app_id));
     line("app_object_id", p.app_object_id.as_deref());

@@ -80,6 +80,7 @@ pub async fn onboard(
             name,
             adopted: None,
         } => {
+            warn_if_name_taken(obs, g, name).await?;
             // Recorded before the call: if its response is lost, the next run finds the app by name.
             AppMarker {
                 display_name: name.clone(),
@@ -378,4 +379,27 @@ pub async fn unrecorded_app(
         ));
     }
     Ok(None)
+}
+
+/// Two apps of one name are told apart only by their GUIDs, in the portal and in consent
+/// prompts: say so before creating the second, and how to reuse the first instead.
+async fn warn_if_name_taken(
+    obs: &dyn Observer,
+    g: &crate::partner_center::Graph,
+    name: &str,
+) -> anyhow::Result<()> {
+    let same = g
+        .find_applications_by_name(name)
+        .await
+        .context("looking for apps of the same name")?;
+    if !same.is_empty() {
+        let ids: Vec<&str> = same.iter().map(|a| a.app_id.as_str()).collect();
+        obs.warn(&format!(
+            "The tenant already has an app named '{name}' (App ID {}). Creating another one of \
+             the same name; to add a key to an existing app instead, run init with --app-id \
+             <App ID>, or choose another name with --app-name.",
+            ids.join(", ")
+        ));
+    }
+    Ok(())
 }

@@ -46,6 +46,8 @@ pub struct Retirement {
 pub struct Retired {
     pub old_key_id: Option<String>,
     pub kept: bool,
+    /// The old key was taken off the app: its secret no longer works anywhere.
+    pub removed: bool,
     /// When a kept-for-overlap key will be removed.
     pub retire_after: Option<OffsetDateTime>,
 }
@@ -229,6 +231,7 @@ impl Engine<'_> {
             (None, true) => Some(OffsetDateTime::now_utc() + time::Duration::days(365 * 100)),
             (None, false) => None,
         };
+        let mut removed = false;
         if let Some(old) = old.as_deref() {
             if let Some(after) = hold_until {
                 if !p.retiring.iter().any(|r| r.key_id == old) {
@@ -248,6 +251,7 @@ impl Engine<'_> {
                 )?;
                 drop(spin);
                 self.obs.done(&format!("Removed the old key {old}"));
+                removed = true;
             }
         }
         let retire_after = hold_until.filter(|_| old.is_some() && overlap.is_some());
@@ -257,6 +261,7 @@ impl Engine<'_> {
         Ok(Retired {
             old_key_id: old,
             kept: keep || overlap.is_some(),
+            removed,
             retire_after,
         })
     }
@@ -484,9 +489,9 @@ pub async fn verify(
     loop {
         let spin = obs.progress("Verifying the secret (token, then a Partner Center call)…");
         let result = verify_secret(http, ep, tenant, app_id, secret, opts, |e| match e {
-            VerifyEvent::Propagating { attempt, elapsed } => spin.set(format!(
-                "Still propagating through Entra ID (attempt {attempt}, {} s)…",
-                elapsed.as_secs()
+            // The spinner shows the one timer; the message says only what is happening.
+            VerifyEvent::Propagating { attempt, .. } => spin.set(format!(
+                "Not accepted by Entra ID yet; trying again (attempt {attempt})…"
             )),
             VerifyEvent::Confirmed { count, of } => spin.set(format!("Confirming ({count}/{of})…")),
         })

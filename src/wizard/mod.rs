@@ -8,8 +8,7 @@ use crate::onboarding::{Lifetime, Observer, PolicyState, Progress};
 use crate::ui::{Spinner, Ui};
 
 pub const DEFAULT_APP_NAME: &str = "Partner Center web app (csp-onboard)";
-const COMMERCE_ID_WHERE: &str =
-    "Partner Center > Account settings > App management, next to the App ID";
+pub const COMMERCE_ID_WHERE: &str = "Partner Center > Account settings > App management";
 
 /// Questions, each with the flag that answers it when nobody can be asked.
 pub trait Prompter {
@@ -234,7 +233,12 @@ pub fn ask_commerce_id(p: &dyn Prompter, flag: Option<&str>) -> anyhow::Result<O
     // Short prompt, so that a GUID typed after it fits in 80 columns: where the input wraps,
     // dialoguer's redraw after a validation error leaves a stale line behind.
     if p.interactive() {
-        p.say(&format!("The Commerce ID is shown in {COMMERCE_ID_WHERE}."));
+        // Not "next to the App ID": when creating, the app does not exist yet.
+        p.say(&format!(
+            "The Commerce ID is shown in {COMMERCE_ID_WHERE}, for an app registered there. It is \
+             optional: `{} init --commerce-id <guid>` adds it later.",
+            crate::ui::invocation()
+        ));
     }
     let v = p.input_optional("Commerce ID (optional, Enter to skip)", validate_guid)?;
     Ok(v.map(|c| c.to_lowercase()))
@@ -345,6 +349,12 @@ pub fn validate_secret_value(v: &str) -> Result<(), String> {
     }
     if v.trim().len() < 8 {
         return Err("too short for a client secret; paste its Value".into());
+    }
+    if v.trim().chars().any(char::is_whitespace) {
+        return Err(
+            "it has a space or line break inside, which a secret value never has; paste it again, whole"
+                .into(),
+        );
     }
     Ok(())
 }
