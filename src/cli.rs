@@ -66,6 +66,13 @@ pub struct GlobalArgs {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Give up after this many seconds in all, whatever the services do (exit 9; the next run
+    /// finishes or undoes an interrupted one). Default: 60 for `check` without --auth, `show` and
+    /// `list`; 1800 for commands that may wait for a person to sign in.
+    #[arg(long, global = true, env = "CSP_ONBOARD_DEADLINE", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub deadline: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -71,6 +71,7 @@ async fn no_numeric_flag_value_makes_the_binary_panic() {
         (init_dry.clone(), "--secret-years", vec!["2"]),
         (init_dry, "--verify-timeout", vec!["1"]),
         (vec!["check"], "--warn-days", vec!["0", "3650"]),
+        (vec!["check"], "--deadline", vec!["60", "86400"]),
     ];
     for (cmd, flag, good) in &table {
         for v in good {
@@ -102,8 +103,14 @@ async fn no_numeric_flag_value_makes_the_binary_panic() {
         assert_no_panic(&out, &format!("{flag} {v}"));
         assert_eq!(code(&out), 2, "{flag} {v}: {}", stderr(&out));
     }
-    let out = cli.run(&["check", "--warn-days", "3651"], "").await;
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    for (flag, v) in [
+        ("--warn-days", "3651"),
+        ("--deadline", "0"),
+        ("--deadline", "86401"),
+    ] {
+        let out = cli.run(&["check", flag, v], "").await;
+        assert_eq!(code(&out), 2, "{flag} {v}: {}", stderr(&out));
+    }
     // The emulator's own knobs: a value it accepts runs a server, so only refusals are run.
     for flag in [
         "--port",
@@ -641,4 +648,91 @@ async fn remove_without_a_terminal_needs_yes() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!cli.data_dir().join("profiles/default.json").exists());
     assert!(!cli.data_dir().join("secrets/default.secret").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Every command ends: a total deadline, and never a wait without end or shorter than asked.
+
+/// Run with a guard: kill the child if it is still running after `guard` (a safety net for a
+/// broken build, not the assertion: the assertions are the exit code and the message).
+async fn run_guarded(
+    mut c: std::process::Command,
+    guard: std::time::Duration,
+) -> (std::process::Output, bool) {
+    tokio::task::spawn_blocking(move || {
+        use std::process::Stdio;
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn csp-onboard");
+        let start = std::time::Instant::now();
+        let mut killed = false;
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > guard {
+                let _ = child.kill();
+                killed = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (child.wait_with_output().unwrap(), killed)
+    })
+    .await
+    .unwrap()
+}
+
+/// A server that takes the request and never answers: `check` ends at its deadline
+/// (CSP_ONBOARD_DEADLINE here; --deadline is the same) with exit 9, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_ends_at_the_deadline_with_exit_9() {
+    let (emu, cli, _) = onboarded(fast_knobs()).await;
+    emu.update_knobs(|k| k.hang_after_route = Some("/token".into()));
+    let mut c = cli.command(&["check"]);
+    c.env("CSP_ONBOARD_DEADLINE", "3");
+    let (out, killed) = run_guarded(c, std::time::Duration::from_secs(90)).await;
+    assert!(!killed, "still running after 90 s: {}", stderr(&out));
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+    assert!(stderr(&out).contains("deadline"), "{}", stderr(&out));
+    // The same with the flag, for init (a sign-in that hangs).
+    let mut c = cli.command(&args(
+        &["init", "--profile", "other", "--deadline", "3"],
+        &DEVICE,
+    ));
+    c.env("CSP_ONBOARD_TENANT", emu.tenant_id());
+    let (out, killed) = run_guarded(c, std::time::Duration::from_secs(90)).await;
+    assert!(!killed, "still running after 90 s: {}", stderr(&out));
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+}
+
+/// `Retry-After: 3600` on /me is longer than any run may wait: init stops at once with exit 9
+/// and says when to try again, instead of waiting an hour (or, worse, less than asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_deadline_stops_at_once_with_exit_9() {
+    use csp_onboard::emulator::ThrottleRule;
+    let emu = emulator(fast_knobs()).await;
+    emu.update_knobs(|k| {
+        k.throttle = vec![ThrottleRule {
+            route: "GET /v1.0/me".into(),
+            first_n: 1000,
+            every_nth: 0,
+            retry_after_secs: 3600,
+        }]
+    });
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let c = cli.command(&args(&["init", "--tenant", &tenant], &DEVICE));
+    let (out, killed) = run_guarded(c, std::time::Duration::from_secs(90)).await;
+    assert!(!killed, "still waiting after 90 s: {}", stderr(&out));
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("3600") && err.contains("try again after"),
+        "{err}"
+    );
+    let me = emu
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.split('?').next() == Some("/v1.0/me"))
+        .count();
+    assert_eq!(me, 1, "asked once, not again sooner than told");
 }

@@ -40,15 +40,36 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
         }
         _ => {}
     }
+    // Every command ends: a person signing in gets the device code's 15 minutes and more; a
+    // check with no person involved gets a minute.
+    let secs = g.deadline.unwrap_or(match &cli.command {
+        Command::Check(a) if a.sign_in.auth.is_none() => 60,
+        Command::Show(_) | Command::List => 60,
+        _ => 1800,
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut ctx = Ctx::new(g)?;
-    match cli.command {
-        Command::Init(args) => init::run(&mut ctx, args).await,
-        Command::Rotate(args) => rotate::run(&mut ctx, args).await,
-        Command::Show(args) => show::run(&ctx, args).await,
-        Command::List => list::run(&ctx).await,
-        Command::Check(args) => check::run(&mut ctx, args).await,
-        Command::Remove(args) => remove::run(&mut ctx, args).await,
-        Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
+    ctx.deadline = Some(deadline);
+    let work = async {
+        match cli.command {
+            Command::Init(args) => init::run(&mut ctx, args).await,
+            Command::Rotate(args) => rotate::run(&mut ctx, args).await,
+            Command::Show(args) => show::run(&ctx, args).await,
+            Command::List => list::run(&ctx).await,
+            Command::Check(args) => check::run(&mut ctx, args).await,
+            Command::Remove(args) => remove::run(&mut ctx, args).await,
+            Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
+        }
+    };
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(result) => result,
+        // Stopping here is as safe as a kill at the same point: the next run converges.
+        Err(_) => Err(UserError::new(
+            Exit::Unreachable,
+            format!("stopped after {secs} s, this run's deadline, while waiting for the service"),
+        )
+        .hint("run the command again (it finishes or undoes what this run started), or allow more time with --deadline SECS")
+        .into()),
     }
 }
 
@@ -80,6 +101,8 @@ pub struct Ctx {
     pub data_dir: PathBuf,
     pub meta: MetaStore,
     emulator: Option<Emulator>,
+    /// The run's total deadline (--deadline), passed to the HTTP client.
+    deadline: Option<std::time::Instant>,
 }
 
 impl Ctx {
@@ -121,6 +144,7 @@ impl Ctx {
             data_dir,
             meta,
             emulator: None,
+            deadline: None,
         })
     }
 
@@ -245,7 +269,11 @@ impl Ctx {
     /// One HTTP client for the run; waits (throttling, replication) are reported on stderr.
     pub fn http(&self) -> anyhow::Result<HttpClient> {
         let ui = self.ui.clone();
-        Ok(HttpClient::new()?.on_wait(Arc::new(move |n| {
+        let mut http = HttpClient::new()?;
+        if let Some(d) = self.deadline {
+            http = http.with_deadline(d);
+        }
+        Ok(http.on_wait(Arc::new(move |n| {
             let why = match n.reason {
                 WaitReason::Throttled => "throttled by",
                 WaitReason::Transient => "no answer from",
