@@ -177,7 +177,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct SignInArgs {
     /// The tenant to sign in to: a tenant ID (GUID) or a verified domain.
-    #[arg(long, env = "CSP_ONBOARD_TENANT")]
+    #[arg(long, env = "CSP_ONBOARD_TENANT", value_parser = tenant_arg)]
     pub tenant: Option<String>,
 
     /// How to sign in. Default: browser on a desktop session, device code otherwise.
@@ -185,7 +185,7 @@ pub struct SignInArgs {
     pub auth: Option<AuthArg>,
 
     /// The public client used to sign in (or, with --auth client-secret, the automation app).
-    #[arg(long, env = "CSP_ONBOARD_CLIENT_ID")]
+    #[arg(long, env = "CSP_ONBOARD_CLIENT_ID", value_parser = guid_arg)]
     pub client_id: Option<String>,
 
     /// Read the automation identity's secret (--auth client-secret) from one line of stdin.
@@ -207,11 +207,11 @@ pub struct InitArgs {
     pub app_name: Option<String>,
 
     /// Use this existing web app (its App ID) instead of creating one.
-    #[arg(long)]
+    #[arg(long, value_parser = guid_arg)]
     pub app_id: Option<String>,
 
     /// The Commerce ID shown in Partner Center > App management (optional; no API returns it).
-    #[arg(long)]
+    #[arg(long, value_parser = guid_arg)]
     pub commerce_id: Option<String>,
 
     /// Key lifetime in years (1 or 2, as the tenant policy allows).
@@ -305,6 +305,22 @@ pub struct RemoveArgs {
 
     #[command(flatten)]
     pub sign_in: SignInArgs,
+}
+
+/// A GUID flag: the canonical 8-4-4-4-12 form only, checked before anything is sent.
+fn guid_arg(s: &str) -> Result<String, String> {
+    crate::input::canonical_guid(s).ok_or_else(|| {
+        "not a GUID: give 8-4-4-4-12 hex digits, e.g. 72f988bf-86f1-41af-91ab-2d7cd011db47"
+            .to_string()
+    })
+}
+
+/// `--tenant`: a tenant ID (canonical GUID) or a verified domain.
+fn tenant_arg(s: &str) -> Result<String, String> {
+    if let Some(g) = crate::input::canonical_guid(s) {
+        return Ok(g);
+    }
+    crate::signin::validate_tenant(s.trim()).map(|()| s.trim().to_string())
 }
 
 #[cfg(test)]

@@ -736,3 +736,174 @@ async fn a_retry_after_beyond_the_deadline_stops_at_once_with_exit_9() {
         .count();
     assert_eq!(me, 1, "asked once, not again sooner than told");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Input validation: refused before any request, with exit 2, writing nothing.
+
+/// Only the canonical 8-4-4-4-12 form (any case, blanks around it ignored) is a GUID; the other
+/// forms a parser might accept are refused before any sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_canonical_guids_are_accepted_and_before_any_request() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let g = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let braced = format!("{{{g}}}");
+    let urn = format!("urn:uuid:{g}");
+    let bare = g.replace('-', "");
+    for bad in [braced.as_str(), urn.as_str(), bare.as_str()] {
+        for flag in ["--app-id", "--commerce-id", "--client-id", "--tenant"] {
+            let mut a = vec!["init", "--non-interactive", "--auth", "device-code"];
+            if flag != "--tenant" {
+                a.extend(["--tenant", tenant.as_str()]);
+            }
+            a.extend([flag, bad]);
+            let out = cli.run(&a, "").await;
+            assert_eq!(code(&out), 2, "{flag} {bad}: {}", stderr(&out));
+        }
+    }
+    assert_eq!(emu.requests().len(), 0, "no request at all");
+    let left: Vec<_> = std::fs::read_dir(cli.data_dir().join("profiles"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+    // Upper case with blanks around it is the same GUID.
+    let (app_id, _, secret) = emu.portal_create_app("Captured");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--tenant",
+                &format!(" {} ", tenant.to_uppercase()),
+                "--app-id",
+                &app_id.to_uppercase(),
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// A secret piped on stdin: too long, not UTF-8, or more than one line is exit 2, and nothing
+/// is sent (a 10 MB line used to go to Entra whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_secret_that_cannot_be_one_is_refused_with_exit_2() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let (app_id, _, secret) = emu.portal_create_app("Captured");
+    let capture = [
+        "init",
+        "--non-interactive",
+        "--tenant",
+        tenant.as_str(),
+        "--app-id",
+        app_id.as_str(),
+        "--app-secret-stdin",
+    ];
+    let long = format!("{}\n", "a".repeat(10 * 1024 * 1024));
+    let two_lines = format!("{}\nsecond line\n", secret.expose());
+    let mut not_utf8 = b"abc\xff\xfedefghijkl".to_vec();
+    not_utf8.push(b'\n');
+    for (what, input) in [
+        ("10 MB", long.into_bytes()),
+        ("two lines", two_lines.into_bytes()),
+        ("not UTF-8", not_utf8),
+    ] {
+        let out = run_cmd(cli.command(&capture), input).await;
+        assert_eq!(code(&out), 2, "{what}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("second line"), "{what}");
+    }
+    assert_eq!(emu.requests().len(), 0, "nothing sent");
+    // A token with a line break inside (from the environment) is refused the same way.
+    let mut c = cli.command(&[
+        "init",
+        "--non-interactive",
+        "--tenant",
+        &tenant,
+        "--auth",
+        "access-token",
+    ]);
+    c.env("CSP_ONBOARD_ACCESS_TOKEN", "eyJhbGciOi.part\none.sig");
+    let out = run_cmd(c, Vec::new()).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("line break"), "{}", stderr(&out));
+    assert_eq!(emu.requests().len(), 0, "nothing sent");
+}
+
+/// A wrong automation secret is a failed sign-in (exit 3), not "the secret could not be
+/// verified" (exit 7, which is about the app's own secret).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_automation_secret_is_a_failed_sign_in() {
+    let (emu, cli, _) = onboarded(fast_knobs()).await;
+    let (automation, _, _) = emu.portal_create_app("Automation");
+    let mut c = cli.command(&[
+        "rotate",
+        "--non-interactive",
+        "--auth",
+        "client-secret",
+        "--client-id",
+        &automation,
+    ]);
+    c.env("CSP_ONBOARD_CLIENT_SECRET", "definitely-not-the-secret");
+    let out = run_cmd(c, Vec::new()).await;
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
+
+/// A command that fails validation leaves nothing behind: no lock file for a profile that does
+/// not exist, none for `--cloud custom` without its variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_fails_validation_writes_nothing() {
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    for cmd in [
+        args(&["rotate", "--profile", "nosuch"], &DEVICE),
+        vec!["remove", "--profile", "nosuch", "--yes"],
+    ] {
+        let out = cli.run(&cmd, "").await;
+        assert_eq!(code(&out), 8, "{cmd:?}: {}", stderr(&out));
+    }
+    let mut c = cli.command(&args(
+        &["init", "--profile", "fresh", "--cloud", "custom"],
+        &DEVICE,
+    ));
+    c.env_remove("CSP_ONBOARD_GRAPH_URL");
+    let out = run_cmd(c, Vec::new()).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let mut names: Vec<_> = std::fs::read_dir(cli.data_dir().join("profiles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["default.json", "default.lock"]);
+}
+
+/// A token endpoint that answers 307 is a refused redirect (exit 9): the secret is not sent on,
+/// and the key is not called "rejected; rotate it" (exit 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_on_the_token_endpoint_is_refused_not_reported_as_a_rejected_key() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    // The profile was made with the redirecting authority (as if it had started redirecting).
+    let path = cli.data_dir().join("profiles/default.json");
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    meta["endpoints"]["authority"] = format!("{redirector}/").into();
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let mut c = cli.command(&["check"]);
+    c.env("CSP_ONBOARD_AUTHORITY_URL", &redirector);
+    let out = run_cmd(c, Vec::new()).await;
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+    assert!(stderr(&out).contains("redirect"), "{}", stderr(&out));
+}

@@ -123,6 +123,10 @@ impl Ctx {
             }
         });
         store::validate_profile_name(&profile)?;
+        if cloud_flag == Some(Cloud::Custom) {
+            // Checked before anything is written: a usage error leaves no trace.
+            Endpoints::custom_from_env()?;
+        }
         let data_dir = store::data_dir()?;
         let meta = MetaStore::open(&data_dir)?;
         Ok(Ctx {

@@ -215,6 +215,7 @@ impl ApiError {
             return Exit::SignIn;
         }
         match self.status {
+            Some(300..=399) => Exit::Unreachable,
             Some(401) => Exit::SignIn,
             Some(403) => Exit::Permission,
             Some(404) => Exit::NotFound,
@@ -366,6 +367,9 @@ impl ApiError {
             ));
         }
         match self.status {
+            Some(300..=399) => s(
+                "the endpoint sent the request elsewhere: check --cloud and the endpoint URLs (or a proxy in between)",
+            ),
             Some(429) => s(
                 "the service kept throttling after several retries; wait a few minutes and run again",
             ),

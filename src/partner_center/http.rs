@@ -472,6 +472,25 @@ impl HttpClient {
                 body: body.to_vec(),
             });
         }
+        if (300..400).contains(&status) {
+            // Never followed (see the client's redirect policy): say so, rather than let the
+            // empty answer pass for a refusal of the credentials.
+            let to = headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url::Url::parse(l).ok())
+                .and_then(|u| u.host_str().map(str::to_string))
+                .map(|h| format!(" to {h}"))
+                .unwrap_or_default();
+            let mut error = ApiError::from_response(req.service, status, &headers, &body);
+            error.message = format!(
+                "answered with a redirect (HTTP {status}){to}, which is refused: a secret or token is never sent on to another address"
+            );
+            return Err(Failure::Answered {
+                error,
+                retry_after: None,
+            });
+        }
         Err(Failure::Answered {
             error: ApiError::from_response(req.service, status, &headers, &body),
             retry_after: retry_after(&headers),
