@@ -31,7 +31,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Shown last in every subcommand's help, under their own heading.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Which stored onboarding to act on. Default: `default`; with --cloud emulator, `emulator`
     /// (the demo never takes the real tenant's profile).
@@ -118,7 +120,7 @@ pub enum Command {
     Show(ShowArgs),
     /// List every stored profile with its app and key expiry (no secrets).
     #[command(after_long_help = "Examples:\n  csp-onboard list\n  csp-onboard list --json")]
-    List,
+    List(ListArgs),
     /// Prove the stored secret still works and report the days left (exit 0 ok, 10 expiring, 11 expired/rejected).
     #[command(
         after_long_help = "Examples:\n  csp-onboard check\n  csp-onboard check --warn-days 45 --json   # for cron and monitoring\n  csp-onboard check --auth device-code      # also look for drift on the app"
@@ -279,6 +281,14 @@ pub struct ShowArgs {
     /// Print the secret itself.
     #[arg(long)]
     pub reveal: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `list` shows every profile: this stands in for the global --profile, hidden from its
+    /// help, and accepted (ignored) so a CSP_ONBOARD_PROFILE-style habit does not fail.
+    #[arg(long, id = "profile", hide = true)]
+    pub ignored_profile: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 mod check;
 mod init;
 mod list;
+mod man;
 mod remove;
 mod rotate;
 mod show;
@@ -28,10 +29,8 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
             return Ok(Exit::Success);
         }
         Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(crate::cli::Cli::command()).render(&mut out)?;
             use std::io::Write;
-            std::io::stdout().write_all(&out)?;
+            std::io::stdout().write_all(&man::page()?)?;
             return Ok(Exit::Success);
         }
         Command::Emulator(args) => {
@@ -44,7 +43,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
     // check with no person involved gets a minute.
     let secs = g.deadline.unwrap_or(match &cli.command {
         Command::Check(a) if a.sign_in.auth.is_none() => 60,
-        Command::Show(_) | Command::List => 60,
+        Command::Show(_) | Command::List(_) => 60,
         _ => 1800,
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -55,7 +54,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
             Command::Init(args) => init::run(&mut ctx, args).await,
             Command::Rotate(args) => rotate::run(&mut ctx, args).await,
             Command::Show(args) => show::run(&ctx, args).await,
-            Command::List => list::run(&ctx).await,
+            Command::List(_) => list::run(&ctx).await,
             Command::Check(args) => check::run(&mut ctx, args).await,
             Command::Remove(args) => remove::run(&mut ctx, args).await,
             Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
@@ -284,12 +283,18 @@ impl Ctx {
                 WaitReason::Replication => "waiting for replication in",
                 WaitReason::Propagation => "secret not accepted yet by",
             };
-            ui.detail(format!(
+            let line = format!(
                 "{why} {}; retrying in {:.1} s (attempt {})",
                 n.service,
                 n.delay.as_secs_f64(),
                 n.attempt
-            ));
+            );
+            // A service that does not answer is news at any verbosity: silence looks like a hang.
+            if n.reason == WaitReason::Transient && !ui.quiet {
+                ui.warn(line);
+            } else {
+                ui.detail(line);
+            }
         })))
     }
 
@@ -342,13 +347,22 @@ impl Ctx {
             (None, Some(p)) => p.store,
             (None, None) => self.store_env.unwrap_or(StoreKind::Keychain),
         };
-        let (secrets, notice) = store::open_secrets_async(kind, cloud).await?;
+        // A profile whose secret is in the keychain: a locked keychain is said as such, never
+        // hidden behind the emulator's file fallback ("no secret is stored", then a silent move).
+        let stored = existing.filter(|p| p.store == kind && kind == StoreKind::Keychain);
+        let (secrets, notice) = store::open_secrets_async(kind, cloud, stored.is_some())
+            .await
+            .map_err(|e| match stored {
+                Some(p) => anyhow::Error::from(e.to_user_error_for_stored(&p.profile)),
+                None => e.into(),
+            })?;
         if let Some(n) = notice {
             self.ui.warn(n);
-        } else if kind == StoreKind::File {
-            // The file store is never a silent choice: say where the secret goes.
+        } else if kind == StoreKind::File && existing.is_none() && self.store_flag.is_none() {
+            // The file store is never a silent choice: a new profile that got it from
+            // CSP_ONBOARD_STORE hears it once. Later commands use the profile's own store.
             self.ui.info(format!(
-                "Using the file store (--store file): secrets go to 0600 files, e.g. {}",
+                "The profile keeps its secret in the file store ({}, readable only by you).",
                 secrets.describe(&self.profile)
             ));
         }
@@ -383,9 +397,11 @@ pub fn rfc3339(t: Option<time::OffsetDateTime>) -> Option<String> {
     })
 }
 
-/// Days from now until `t` (negative when past).
+/// Days from today until `t`'s date (UTC), negative when past: counted as a person reads
+/// "expires 2027-12-06", so a fresh one-year key has 365 days left, not 364 and some hours.
 pub fn days_left(t: time::OffsetDateTime) -> i64 {
-    (t - time::OffsetDateTime::now_utc()).whole_days()
+    let today = time::OffsetDateTime::now_utc().date();
+    (t.to_offset(time::UtcOffset::UTC).date() - today).whole_days()
 }
 
 /// The profile as `show --json` documents it.
