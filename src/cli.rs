@@ -309,6 +309,11 @@ pub struct RemoveArgs {
     #[arg(long)]
     pub revoke: bool,
 
+    /// Also delete the app registration itself (implies --revoke); only for an app this tool
+    /// created and no other profile uses.
+    #[arg(long)]
+    pub delete_app: bool,
+
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub yes: bool,

@@ -907,3 +907,70 @@ async fn a_redirect_on_the_token_endpoint_is_refused_not_reported_as_a_rejected_
     assert_eq!(code(&out), 9, "{}", stderr(&out));
     assert!(stderr(&out).contains("redirect"), "{}", stderr(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 12.14. remove --delete-app: only an app this tool created.
+
+/// `remove --delete-app` deletes the app registration init created (Graph "Delete application"),
+/// and refuses, before any request, an app that was captured (made in the portal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_delete_app_deletes_only_an_app_this_tool_created() {
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    let app_id = doc["app_id"].as_str().unwrap().to_string();
+    let exists = |emu: &Emulator, id: &str| emu.applications().iter().any(|a| a.app_id == id);
+    // A captured app (made in the portal) in another profile.
+    let (portal_app, _, secret) = emu.portal_create_app("Made in the portal");
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--profile",
+                "captured",
+                "--non-interactive",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                &portal_app,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let before = emu.requests().len();
+    let out = cli
+        .run(
+            &args(
+                &["remove", "--profile", "captured", "--delete-app", "--yes"],
+                &DEVICE,
+            ),
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not created by csp-onboard"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(emu.requests().len(), before, "no request");
+    assert!(exists(&emu, &portal_app));
+    // Without a terminal it needs --yes, as --revoke does.
+    let out = cli
+        .run(&args(&["remove", "--delete-app"], &DEVICE), "")
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(exists(&emu, &app_id));
+    let out = cli
+        .run(
+            &args(&["remove", "--delete-app", "--yes", "--json"], &DEVICE),
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["app_deleted"], true);
+    assert!(!exists(&emu, &app_id), "the app registration is gone");
+    assert!(exists(&emu, &portal_app), "the portal's app is untouched");
+    assert_eq!(emu.count("DELETE", "/v1.0/applications/"), 1);
+}

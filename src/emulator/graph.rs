@@ -394,6 +394,9 @@ fn route(shared: &Shared, req: &Req) -> GResult {
                     let body = json_body(req)?;
                     shared.write(|d| remove_password(d, &caller, &knobs, &key, &body, now))
                 }
+                ([], &Method::DELETE) => {
+                    shared.write(|d| delete_app(d, &caller, &knobs, &key, now))
+                }
                 ([] | ["addPassword"] | ["removePassword"], _) => Err(method_not_allowed()),
                 ([other, ..], _) => Err(segment(other)),
             }
@@ -1337,6 +1340,26 @@ fn remove_password(
             app.app_id
         )));
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Graph "Delete application": `Application.ReadWrite.All` (or an owner with
+/// `Application.ReadWrite.OwnedBy`-like rights, as for removePassword), then 204 No Content.
+fn delete_app(
+    d: &mut Data,
+    caller: &Caller,
+    knobs: &Knobs,
+    key: &AppKey,
+    now: OffsetDateTime,
+) -> GResult {
+    caller.allow(|_| true, APP_WRITE)?;
+    let idx = find_app_index(d, knobs, key, now)?;
+    if let Some(u) = &caller.user
+        && !may_manage(u, &d.applications[idx])
+    {
+        return Err(denied());
+    }
+    d.applications.remove(idx);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
