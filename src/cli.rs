@@ -220,6 +220,11 @@ pub struct InitArgs {
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub secret_years: Option<u8>,
 
+    /// Key lifetime in days, for a tenant policy that allows less than a year.
+    #[arg(long, value_name = "DAYS", conflicts_with = "secret_years",
+          value_parser = clap::value_parser!(u32).range(1..=730))]
+    pub secret_days: Option<u32>,
+
     /// Read the secret of an app made in the portal from one line of stdin (capture; no sign-in).
     #[arg(long)]
     pub app_secret_stdin: bool,
@@ -263,9 +268,14 @@ pub struct RotateArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Key lifetime in years (default: 1).
+    /// Key lifetime in years (1 or 2). Default: the previous key's lifetime, within the tenant policy.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub secret_years: Option<u8>,
+
+    /// Key lifetime in days, for a tenant policy that allows less than a year.
+    #[arg(long, value_name = "DAYS", conflicts_with = "secret_years",
+          value_parser = clap::value_parser!(u32).range(1..=730))]
+    pub secret_days: Option<u32>,
 
     /// Do nothing unless the stored key expires within this many days.
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::input::MAX_WINDOW_DAYS as i64))]

@@ -185,6 +185,31 @@ pub fn secret_input(
     Ok(value)
 }
 
+/// Signing in at this terminal, as `--auth` and its companions say: the core's way to a token.
+pub struct Terminal<'a> {
+    pub ui: &'a Ui,
+    pub args: &'a SignInArgs,
+}
+
+impl crate::onboarding::SignIn for Terminal<'_> {
+    fn graph_token<'a>(
+        &'a self,
+        http: &'a HttpClient,
+        ep: &'a Endpoints,
+        tenant: Option<&'a str>,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<Secret>> {
+        Box::pin(async move {
+            Ok(sign_in(self.ui, http, ep, self.args, tenant)
+                .await?
+                .graph_token)
+        })
+    }
+
+    fn app_only(&self) -> bool {
+        self.args.auth == Some(AuthArg::ClientSecret)
+    }
+}
+
 /// Sign the admin in (or take an automation identity or a token) and return a Graph token.
 pub async fn sign_in(
     ui: &Ui,

@@ -305,18 +305,127 @@ async fn exit_4_when_the_user_is_not_an_admin() {
     assert_eq!(doc["error"]["kind"], "permission_denied");
 }
 
+/// Graph requests that change the tenant (everything but reads).
+fn graph_writes(emu: &csp_onboard::emulator::Emulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1.0") && r.method != "GET")
+        .count()
+}
+
+/// An Admin agent holds no directory role in the partner tenant: Graph "Create servicePrincipal"
+/// needs Global / Application / Cloud Application Administrator, "Add members" a group admin. The
+/// plan is refused before any write, and App management plus capture is the way that works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_agent_is_enough() {
-    let (code, err, _) = init_exit(
-        Knobs {
-            signed_in_user: UserKind::AdminAgent,
-            ..fast_knobs()
-        },
-        &[],
-    )
+async fn an_admin_agent_is_refused_before_any_write_then_captures_an_app_management_key() {
+    let emu = emulator(Knobs {
+        signed_in_user: UserKind::AdminAgent,
+        ..fast_knobs()
+    })
     .await;
-    assert_eq!(code, 0, "{err}");
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let apps = emu.applications().len();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert_eq!(graph_writes(&emu), 0, "no write request: {err}");
+    assert_eq!(emu.applications().len(), apps, "no application");
+    assert!(
+        !cli.data_dir().join("profiles/default.json").exists(),
+        "no profile"
+    );
     assert!(err.contains("Admin agent"), "{err}");
+    assert!(
+        err.contains("App management") && err.contains("appmanagement"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--app-id") && err.contains("--app-secret-stdin"),
+        "names the capture command: {err}"
+    );
+    assert_eq!(json(&out)["error"]["exit_code"], 4);
+
+    // The way that works: "Add new web app" and "Add key" in App management, then capture.
+    let (app_id, _, secret) = emu.portal_create_app("Made in App management");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(shown["secret"], secret.expose(), "verified and stored");
+
+    // An agent's rotation: a new key made in App management, captured again, replaces it.
+    let (_, new_secret) = emu.portal_add_key(&app_id).expect("the app exists");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", new_secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["action"], "recaptured");
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(shown["secret"], new_secret.expose());
+    assert_eq!(graph_writes(&emu), 0, "the agent never wrote through Graph");
+}
+
+/// An Application Administrator may create the app, its service principal and its secret
+/// (Graph "Create servicePrincipal", "application: addPassword") but not add members to
+/// AdminAgents ("Add members"): that step is skipped and said so; the rest works, and rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_administrator_onboards_without_the_admin_agents_step() {
+    let emu = emulator(Knobs {
+        signed_in_user: UserKind::AppAdmin,
+        ..fast_knobs()
+    })
+    .await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(err.contains("Application Administrator"), "{err}");
+    assert!(
+        err.contains("Skipped")
+            && err.contains("AdminAgents")
+            && err.contains("Global Administrator"),
+        "says what is skipped and who can do it: {err}"
+    );
+    assert_eq!(emu.count("POST", "/members/$ref"), 0, "never attempted");
+    assert_eq!(json(&out)["action"], "created");
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,8 +458,10 @@ async fn exit_4_when_the_tenant_is_not_a_csp_partner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_5_when_the_policy_caps_lifetime_below_the_request() {
+    // A sign-in that may read the policy (Policy.Read.All granted).
     let knobs = Knobs {
         max_password_lifetime: Some(Duration::from_secs(365 * 86400)),
+        grant_policy_read: true,
         ..fast_knobs()
     };
     let (code, err, _) = init_exit(knobs.clone(), &["--secret-years", "2"]).await;
@@ -363,6 +474,52 @@ async fn exit_5_when_the_policy_caps_lifetime_below_the_request() {
     let (code, err, doc) = init_exit(knobs, &[]).await;
     assert_eq!(code, 0, "{err}");
     assert!(doc["secret_expires"].is_string());
+}
+
+/// The default: the policy read is refused (no Policy.Read.All), so the policy is unknown, not
+/// absent. Graph refuses a year (CredentialInvalidLifetimeAsPerAppPolicy): scripted, exit 5
+/// naming --secret-days, never the year just refused; then --secret-days finishes the same app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_policy_that_refuses_a_year_asks_for_secret_days() {
+    let emu = emulator(Knobs {
+        max_password_lifetime: Some(Duration::from_secs(180 * 86400)),
+        ..fast_knobs()
+    })
+    .await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--secret-years", "1"]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 5, "{err}");
+    assert!(err.contains("--secret-days"), "{err}");
+    assert!(
+        !err.contains("--secret-years 1"),
+        "1 year was just refused: {err}"
+    );
+    assert!(
+        err.contains("Policy.Read.All"),
+        "says why the limit is unknown: {err}"
+    );
+    let apps = emu.applications().len();
+
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--secret-days", "90"]), "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let end = time::OffsetDateTime::parse(
+        json(&out)["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let days = (end - time::OffsetDateTime::now_utc()).whole_days();
+    assert!((88..=90).contains(&days), "{days}");
+    assert_eq!(
+        emu.applications().len(),
+        apps,
+        "the first run's app, not another"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

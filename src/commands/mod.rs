@@ -12,6 +12,8 @@ use crate::cli::{CloudArg, Command, StoreArg};
 use crate::cloud::{Cloud, Endpoints};
 use crate::emulator::{Emulator, EmulatorConfig, Knobs};
 use crate::exit::{Exit, UserError};
+use crate::onboarding::Session;
+use crate::partner_center::VerifyOptions;
 use crate::partner_center::{HttpClient, WaitReason};
 use crate::store::{self, MetaStore, Profile, Secrets, StoreKind};
 use crate::ui::Ui;
@@ -264,6 +266,22 @@ impl Ctx {
         }
     }
 
+    /// Sign in to `tenant` of `cloud` and set up Graph: the one way every command opens a session.
+    pub async fn session(
+        &mut self,
+        cloud: Cloud,
+        sign_in: &crate::cli::SignInArgs,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<Session> {
+        let ep = self.endpoints(cloud).await?;
+        let http = self.http()?;
+        let terminal = crate::signin::Terminal {
+            ui: &self.ui,
+            args: sign_in,
+        };
+        Session::open(ep, http, &terminal, tenant).await
+    }
+
     /// The tenant of the built-in emulator, the natural default there.
     pub fn emulator_tenant(&self) -> Option<String> {
         self.emulator.as_ref().map(|e| e.tenant_id())
@@ -417,4 +435,78 @@ pub fn profile_json(p: &Profile) -> serde_json::Value {
         "secret_hint": p.secret_hint,
         "secret_expires": rfc3339(p.secret_expires),
     })
+}
+
+pub fn verify_options(timeout_secs: u64) -> VerifyOptions {
+    VerifyOptions {
+        budget: std::time::Duration::from_secs(timeout_secs),
+        ..VerifyOptions::default()
+    }
+}
+
+/// The summary and next steps (stderr), and the result document (stdout with --json).
+pub fn summary(ui: &Ui, p: &Profile, secrets: &Secrets, action: &str) {
+    let location = secrets.describe(&p.profile);
+    ui.heading("Done. Your Partner Center web app:");
+    ui.info(format!("  Tenant ID (Account ID)  {}", p.tenant_id));
+    ui.info(format!("  App ID                  {}", p.app_id));
+    match &p.commerce_id {
+        Some(c) => ui.info(format!("  Commerce ID             {c}")),
+        None => {
+            ui.info("  Commerce ID             not given (see Partner Center > App management)")
+        }
+    }
+    ui.info(format!(
+        "  Secret                  {}…  (expires {})",
+        p.secret_hint.as_deref().unwrap_or(""),
+        p.secret_expires
+            .map(|e| e.date().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    ));
+    ui.info(format!("  Stored in               {location}"));
+    ui.heading("Next steps");
+    for line in [
+        "  • Microsoft Cost Management for partners (Azure portal, billing-account",
+        "    scope) needs no secret.",
+        "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the",
+        "    \"Billing account reader\" role: `csp-onboard show --reveal` (or --json)",
+        "    hands them over.",
+        "  • `csp-onboard check` proves the key still works; `csp-onboard rotate`",
+        "    (or `init` again) replaces it before it expires.",
+    ] {
+        ui.info(line);
+    }
+    let mut doc = profile_json(p);
+    doc["ok"] = true.into();
+    doc["action"] = action.into();
+    doc["store"] = p.store.as_str().into();
+    doc["store_location"] = location.into();
+    print_json(ui, &doc);
+}
+
+/// `--dry-run`: the plan, for people on stderr and as the JSON document. `extra` adds fields.
+pub fn print_plan(
+    ui: &Ui,
+    heading: &str,
+    plan: &crate::onboarding::Plan,
+    account: Option<&crate::onboarding::Account>,
+    extra: serde_json::Value,
+) {
+    ui.heading(heading);
+    for line in plan.lines() {
+        ui.info(format!("  {line}"));
+    }
+    if let Some(a) = account {
+        ui.info(format!(
+            "Account: {} ({})",
+            a.user.as_deref().unwrap_or("automation identity"),
+            a.roles.describe()
+        ));
+        ui.info(format!("Tenant policy: {}", a.policy.describe()));
+    }
+    let mut doc = serde_json::json!({"ok": true, "dry_run": true, "plan": plan.to_json(account)});
+    if let (Some(d), serde_json::Value::Object(x)) = (doc.as_object_mut(), extra) {
+        d.extend(x);
+    }
+    print_json(ui, &doc);
 }

@@ -4,8 +4,6 @@
 use super::Ctx;
 use crate::cli::RemoveArgs;
 use crate::exit::{Exit, UserError};
-use crate::partner_center::Graph;
-use crate::signin;
 use crate::store::Slot;
 
 pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
@@ -52,22 +50,22 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
     }
     let cloud = ctx.cloud(Some(&p))?;
     if revoke {
-        let ep = ctx.endpoints(cloud).await?;
-        let http = ctx.http()?;
         let tenant = args
             .sign_in
             .tenant
             .clone()
             .unwrap_or_else(|| p.tenant_id.clone());
-        let signed = signin::sign_in(&ctx.ui, &http, &ep, &args.sign_in, Some(&tenant)).await?;
-        let graph = Graph::new(http, &ep, signed.graph_token);
+        let graph = ctx
+            .session(cloud, &args.sign_in, Some(&tenant))
+            .await?
+            .graph;
         let object_id = match &p.app_object_id {
             Some(id) => id.clone(),
             None => {
                 graph
                     .get_application(&p.app_id)
                     .await?
-                    .ok_or_else(|| crate::rotation::app_not_found(&p.app_id, &p.tenant_id))?
+                    .ok_or_else(|| crate::onboarding::keys::app_not_found(&p.app_id, &p.tenant_id))?
                     .id
             }
         };
@@ -118,7 +116,9 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
             ctx.ui.warn("The profile does not know its key's ID (captured without sign-in); delete the key in the portal.");
         }
         for k in keys {
-            if let Some(other) = crate::rotation::key_used_by_other_profile(&ctx.meta, &p, &k)? {
+            if let Some(other) =
+                crate::onboarding::keys::key_used_by_other_profile(&ctx.meta, &p, &k)?
+            {
                 ctx.ui.warn(format!(
                     "Kept key {k}: profile '{other}' uses the same app and may hold it."
                 ));

@@ -163,15 +163,6 @@ impl ApiError {
         self.oauth_error.as_deref() == Some(error)
     }
 
-    /// Throttled or a server fault: the service may well answer next time.
-    pub fn is_transient(&self) -> bool {
-        match self.kind {
-            ErrorKind::Network | ErrorKind::Timeout => true,
-            ErrorKind::Http => matches!(self.status, Some(429 | 500 | 502 | 503 | 504)),
-            _ => false,
-        }
-    }
-
     /// AADSTS7000215 / 70002: the secret does not authenticate (wrong value, or not yet propagated).
     pub fn is_invalid_secret(&self) -> bool {
         self.has_aadsts(7000215) || self.has_aadsts(70002)
