@@ -617,6 +617,19 @@ async fn the_emulator_demo_never_occupies_the_default_profile() {
         assert_eq!(json(&out)["profile"], "emulator", "{}", stdout(&out));
     }
     assert!(!cli.data_dir().join("profiles/default.json").exists());
+    // The next steps it prints name the demo's profile, so they work as printed.
+    let out = cli
+        .run(&["init", "--cloud", "emulator", "--non-interactive"], "")
+        .await;
+    assert!(
+        stderr(&out).contains("csp-onboard check --profile emulator"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        code(&cli.run(&["check", "--profile", "emulator"], "").await),
+        0
+    );
     let out = cli
         .run(&["show", "--cloud", "emulator", "--json"], "")
         .await;

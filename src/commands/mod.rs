@@ -465,14 +465,21 @@ pub fn summary(ui: &Ui, p: &Profile, secrets: &Secrets, action: &str) {
     ));
     ui.info(format!("  Stored in               {location}"));
     ui.heading("Next steps");
+    // Commands as they work when pasted: a profile other than `default` (the emulator demo's
+    // `emulator`) is named in them.
+    let pf = if p.profile == "default" {
+        String::new()
+    } else {
+        format!(" --profile {}", p.profile)
+    };
     for line in [
-        "  • Microsoft Cost Management for partners (Azure portal, billing-account",
-        "    scope) needs no secret.",
-        "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the",
-        "    \"Billing account reader\" role: `csp-onboard show --reveal` (or --json)",
-        "    hands them over.",
-        "  • `csp-onboard check` proves the key still works; `csp-onboard rotate`",
-        "    (or `init` again) replaces it before it expires.",
+        "  • Microsoft Cost Management for partners (Azure portal, billing-account".to_string(),
+        "    scope) needs no secret.".to_string(),
+        "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the".to_string(),
+        format!("    \"Billing account reader\" role: `csp-onboard show{pf} --reveal` (or --json)"),
+        "    hands them over.".to_string(),
+        format!("  • `csp-onboard check{pf}` proves the key still works; `csp-onboard rotate{pf}`"),
+        "    (or `init` again) replaces it before it expires.".to_string(),
     ] {
         ui.info(line);
     }
