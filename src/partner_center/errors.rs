@@ -314,12 +314,12 @@ impl ApiError {
         match self.graph_code.as_deref() {
             Some("Authorization_RequestDenied") => {
                 return s(
-                    "sign in as a Global admin or an Admin agent of the partner tenant (Application.ReadWrite.All is needed to create apps and secrets)",
+                    "this account lacks the directory role Graph requires (microsoft-apis.md §3.0): sign in as a Global Administrator or Application Administrator; an Admin agent adds the web app and its key in Partner Center > App management, then captures them (`csp-onboard init --app-id … --app-secret-stdin`)",
                 );
             }
             Some("CredentialInvalidLifetimeAsPerAppPolicy") => {
                 return s(
-                    "a tenant policy caps secret lifetime: choose a shorter lifetime (--secret-years 1), or ask your admin about the app management policy",
+                    "a tenant policy caps secret lifetime: pass a shorter one with --secret-days N, or ask your admin for the app management policy's limit",
                 );
             }
             Some("CredentialTypeNotAllowedAsPerAppPolicy") => {
@@ -624,7 +624,11 @@ mod tests {
         assert_eq!(e.request_id.as_deref(), Some("req-1"));
         assert_eq!(e.correlation_id.as_deref(), Some("cli-1"));
         assert_eq!(e.exit(), Exit::Permission);
-        assert!(e.hint().unwrap().contains("Admin agent"));
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.contains("Admin agent") && hint.contains("App management"),
+            "{hint}"
+        );
     }
 
     #[test]

@@ -97,9 +97,6 @@ impl Observer for Ui {
     fn warn(&self, msg: &str) {
         Ui::warn(self, msg);
     }
-    fn detail(&self, msg: &str) {
-        Ui::detail(self, msg);
-    }
     fn progress(&self, msg: &str) -> Box<dyn Progress + Send + Sync + '_> {
         Box::new(SpinnerProgress(self.spinner(msg)))
     }
