@@ -66,6 +66,8 @@ pub struct ApiError {
     pub request_id: Option<String>,
     pub correlation_id: Option<String>,
     pub trace_id: Option<String>,
+    /// Throttled with a `Retry-After` too long to wait out in this run: when to come back.
+    pub retry_at: Option<time::OffsetDateTime>,
 }
 
 /// AADSTS codes for "you asked the authority about no tenant, or one it does not know".
@@ -88,6 +90,7 @@ impl ApiError {
             request_id: None,
             correlation_id: None,
             trace_id: None,
+            retry_at: None,
         }
     }
 
@@ -203,6 +206,7 @@ impl ApiError {
             return Exit::SignIn;
         }
         match self.status {
+            Some(300..=399) => Exit::Unreachable,
             Some(401) => Exit::SignIn,
             Some(403) => Exit::Permission,
             Some(404) => Exit::NotFound,
@@ -346,7 +350,17 @@ impl ApiError {
                 "Partner Center refused the call: sign in as a Global admin or Admin agent of the partner tenant, and make sure the app is registered under App management (https://partner.microsoft.com/pcv/apiintegration/appmanagement)",
             );
         }
+        if let Some(at) = self.retry_at {
+            return Some(format!(
+                "try again after {} UTC (a longer --deadline lets one run wait that out, up to 5 minutes)",
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ));
+        }
         match self.status {
+            Some(300..=399) => s(
+                "the endpoint sent the request elsewhere: check --cloud and the endpoint URLs (or a proxy in between)",
+            ),
             Some(429) => s(
                 "the service kept throttling after several retries; wait a few minutes and run again",
             ),

@@ -337,9 +337,9 @@ pub fn choose_lifetime(
 }
 
 pub fn validate_guid(v: &str) -> Result<(), String> {
-    uuid::Uuid::try_parse(v.trim())
+    crate::input::canonical_guid(v)
         .map(|_| ())
-        .map_err(|_| format!("'{v}' is not a GUID (like 3f2504e0-4f89-11d3-9a0c-0305e82c3301)"))
+        .ok_or_else(|| format!("'{v}' is not a GUID (like 3f2504e0-4f89-11d3-9a0c-0305e82c3301)"))
 }
 
 /// A pasted secret value; a GUID here is nearly always the secret's ID copied by mistake.
