@@ -1228,7 +1228,7 @@ async fn next_steps_name_the_command_as_it_can_be_run() {
     let out = cli.run(&args(&["--tenant", &tenant]), "").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("`csp-onboard check`"),
+        stderr(&out).contains("`csp-onboard check --profile second`"),
         "{}",
         stderr(&out)
     );
