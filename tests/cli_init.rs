@@ -335,6 +335,10 @@ async fn an_admin_agent_is_refused_before_any_write_then_captures_an_app_managem
         !cli.data_dir().join("profiles/default.json").exists(),
         "no profile"
     );
+    assert!(
+        !cli.data_dir().join("profiles/default.lock").exists(),
+        "nor the lock of a profile that does not exist (issue 11.9: a refused command writes nothing)"
+    );
     assert!(err.contains("Admin agent"), "{err}");
     assert!(
         err.contains("App management") && err.contains("appmanagement"),

@@ -252,38 +252,56 @@ impl MetaStore {
         }
     }
 
-    /// Every profile, sorted by name. A file that does not parse is an error naming it (rather
-    /// than a profile silently missing from the list).
-    /// An exclusive lock on one profile for the life of the returned file: two runs that change
+    /// An exclusive lock on one profile for the life of the returned guard: two runs that change
     /// the same profile at once (cron and an admin) would each add a key and orphan one.
-    pub fn lock(&self, profile: &str) -> anyhow::Result<fs::File> {
+    pub fn lock(&self, profile: &str) -> anyhow::Result<ProfileLock> {
         validate_profile_name(profile)?;
         let path = self.dir.join(format!("{profile}.lock"));
-        let mut opts = fs::OpenOptions::new();
-        opts.create(true).truncate(false).write(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // A lock file holds nothing, but a symlink in its place is not followed either.
-            opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        let file = opts
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(fs::TryLockError::WouldBlock) => Err(UserError::new(
+        let busy = || -> anyhow::Error {
+            UserError::new(
                 crate::exit::Exit::Failure,
                 format!("another csp-onboard run is changing profile '{profile}' right now"),
             )
             .hint("wait for it to finish, then run this again")
-            .into()),
-            Err(fs::TryLockError::Error(e)) => {
-                Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
+            .into()
+        };
+        // A guard that ends with no profile unlinks its file while still holding it (see Drop):
+        // a run that opened the old file before the unlink then holds a lock nobody else can
+        // find, so it opens the path again. Each lap means another run held the lock meanwhile.
+        for _ in 0..3 {
+            let mut opts = fs::OpenOptions::new();
+            opts.create(true).truncate(false).write(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                // A lock file holds nothing, but a symlink in its place is not followed either.
+                opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+            }
+            let file = opts
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Err(busy()),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("cannot lock {}", path.display()))
+                    );
+                }
+            }
+            if still_named(&file, &path) {
+                return Ok(ProfileLock {
+                    _file: file,
+                    path,
+                    profile: self.path(profile),
+                });
             }
         }
+        Err(busy())
     }
 
+    /// Every profile, sorted by name. A file that does not parse is an error naming it (rather
+    /// than a profile silently missing from the list).
     pub fn list(&self) -> anyhow::Result<Vec<Profile>> {
         let entries = fs::read_dir(&self.dir)
             .with_context(|| format!("cannot read {}", self.dir.display()))?;
@@ -307,6 +325,42 @@ impl MetaStore {
         out.sort_by(|a, b| a.profile.cmp(&b.profile));
         Ok(out)
     }
+}
+
+/// A held profile lock. Dropped at the end of a run that leaves no profile (a refused `init`, a
+/// `remove`), it deletes its lock file: a command that ends with nothing to show writes nothing.
+#[derive(Debug)]
+pub struct ProfileLock {
+    _file: fs::File,
+    path: PathBuf,
+    profile: PathBuf,
+}
+
+impl Drop for ProfileLock {
+    fn drop(&mut self) {
+        // Only on Unix, where an open (and locked) file may be unlinked, and `lock` checks that
+        // the file it locked is still the one at the path.
+        #[cfg(unix)]
+        if matches!(fs::symlink_metadata(&self.profile), Err(e) if e.kind() == io::ErrorKind::NotFound)
+        {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `path` still names the open `file` (not unlinked, nor replaced, by a run that held it).
+#[cfg(unix)]
+fn still_named(file: &fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn still_named(_: &fs::File, _: &Path) -> bool {
+    true
 }
 
 /// Read one profile file. Its name is the profile's identity (the lock and the secret go by it):

@@ -46,7 +46,8 @@ use crate::secret::Secret;
 pub use file::FileBackend;
 pub use keychain::{KeychainBackend, SERVICE, keychain_account};
 pub use meta::{
-    BoundEndpoints, MetaStore, PendingRotation, Profile, RetiringKey, validate_profile_name,
+    BoundEndpoints, MetaStore, PendingRotation, Profile, ProfileLock, RetiringKey,
+    validate_profile_name,
 };
 
 /// Environment variable that overrides the data directory (tests, portable installs).
