@@ -553,10 +553,14 @@ async fn a_profile_is_never_used_with_other_endpoints_or_another_cloud() {
         args(&["rotate"], &DEVICE),
         args(&["remove", "--revoke", "--yes"], &DEVICE),
         args(&["init"], &DEVICE),
+        // The batch too: each profile is held to its own endpoints (a failed row, exit 2).
+        args(&["rotate", "--all"], &DEVICE),
+        args(&["rotate", "--all", "--dry-run"], &DEVICE),
     ] {
         let out = moved.run(&cmd, "").await;
         assert_eq!(code(&out), 2, "{cmd:?}: {}", stderr(&out));
-        let err = stderr(&out);
+        // (`rotate --all` says it in its result table, on stdout.)
+        let err = stderr(&out) + &stdout(&out);
         assert!(
             err.contains("CSP_ONBOARD_AUTHORITY_URL") && err.contains("profile 'default'"),
             "{cmd:?}: {err}"

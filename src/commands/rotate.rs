@@ -271,6 +271,15 @@ async fn rotate_all(
     let mut _locks = Vec::new();
     for p in all {
         let mut p = p;
+        // Each profile is held to its own cloud and endpoints, as a single rotation is: the
+        // environment never sends a stored secret elsewhere.
+        if let Err(e) = ctx.cloud(Some(&p)) {
+            rows.push(Row {
+                profile: p.profile.clone(),
+                result: Err(report::classify(&e)),
+            });
+            continue;
+        }
         if !req.dry_run {
             match ctx.meta.lock(&p.profile) {
                 Ok(l) => {
@@ -418,7 +427,7 @@ async fn rotate_all(
 async fn dry_run_all(
     ctx: &mut Ctx,
     req: &Request<'_>,
-    fresh: &[Row],
+    fresh: &[Row], // skipped as fresh, or refused
     todo: &[Profile],
 ) -> anyhow::Result<Exit> {
     ctx.ui.heading(
@@ -448,14 +457,25 @@ async fn dry_run_all(
         items.push(serde_json::json!({"profile": p.profile, "action": "rotate", "store": p.store.as_str(), "app_id": p.app_id, "tenant_id": p.tenant_id, "key_id": p.key_id, "plan": plan.to_json(None)}));
     }
     for r in fresh {
-        ctx.ui.info(format!("  skip    {:<16} (fresh)", r.profile));
-        items.push(serde_json::json!({"profile": r.profile, "action": "none"}));
+        match &r.result {
+            Ok(_) => {
+                ctx.ui.info(format!("  skip    {:<16} (fresh)", r.profile));
+                items.push(serde_json::json!({"profile": r.profile, "action": "none"}));
+            }
+            Err(u) => {
+                ctx.ui
+                    .info(format!("  refuse  {:<16} {}", r.profile, u.message));
+                items.push(serde_json::json!({"profile": r.profile, "ok": false,
+                    "error": {"exit_code": u.exit.code(), "kind": u.exit.name(), "message": u.message, "hint": u.hint}}));
+            }
+        }
     }
+    let refused = fresh.iter().find_map(|r| r.result.as_ref().err());
     print_json(
         &ctx.ui,
-        &serde_json::json!({"ok": true, "dry_run": true, "profiles": items}),
+        &serde_json::json!({"ok": refused.is_none(), "dry_run": true, "profiles": items}),
     );
-    Ok(Exit::Success)
+    Ok(refused.map_or(Exit::Success, |u| u.exit))
 }
 
 fn print_table(ctx: &Ctx, rows: &[Row]) {
