@@ -182,6 +182,44 @@ async fn capture_without_sign_in_stores_a_portal_secret() {
     assert_eq!(shown["secret"], secret.expose());
 }
 
+/// Capturing the key the profile already holds (a scripted capture run twice) changes nothing:
+/// the key ID and expiry the profile knows are kept, so `check` still warns before it expires,
+/// and no "previous key stays on the app" is claimed for what is the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capturing_the_stored_key_again_changes_nothing() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let made = json(&cli.run(&args(&["--tenant", &tenant]), "").await);
+    let secret = json(&cli.run(&["show", "--reveal", "--json"], "").await)["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app_id = made["app_id"].as_str().unwrap();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--app-id",
+                app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{secret}\n"),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["action"], "none", "{doc}");
+    assert_eq!(doc["key_id"], made["key_id"], "the key ID is kept");
+    assert_eq!(
+        doc["secret_expires"], made["secret_expires"],
+        "the expiry is kept"
+    );
+    assert!(!stderr(&out).contains("previous key"), "{}", stderr(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_refuses_a_secret_id_pasted_as_the_secret() {
     let emu = emulator(fast_knobs()).await;

@@ -245,6 +245,29 @@ async fn capture(
     keys::verify(&ctx.ui, &http, ep, &tenant, &app_id, &secret, &opts)
         .await
         .map_err(|e| likely_cause(e, limit))?;
+    if let Some(p) = &existing
+        && secrets
+            .get(&p.profile, Slot::Current)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|stored| stored == secret)
+    {
+        // The key already stored (a capture run twice): what the profile learnt about it, its
+        // key ID and expiry, stays, and only a new Commerce ID is recorded.
+        let mut p = p.clone();
+        if commerce_id != p.commerce_id {
+            p.commerce_id = commerce_id;
+            p.updated_at = OffsetDateTime::now_utc();
+            ctx.meta.save(&p)?;
+        }
+        ctx.ui
+            .done("This is the key the profile already holds: nothing else changed.");
+        let mut doc = profile_json(&p);
+        doc["action"] = "none".into();
+        print_json(&ctx.ui, &doc);
+        return Ok(Exit::Success);
+    }
     let replaced = existing.is_some();
     let mut p = match existing {
         Some(mut p) => {
