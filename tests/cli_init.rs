@@ -983,6 +983,153 @@ async fn rerun_with_another_app_is_refused_and_a_commerce_id_can_be_added_later(
     );
 }
 
+/// An Admin agent who gives the App ID of an app it does not own: the service principal step is
+/// skipped (an App management app has one), addPassword is refused ("application: addPassword"),
+/// and nothing is left behind: no key, no profile. The message names App management's "Add key".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_adding_a_key_to_an_app_it_does_not_own_leaves_nothing() {
+    let emu = emulator(Knobs {
+        signed_in_user: UserKind::AdminAgent,
+        ..fast_knobs()
+    })
+    .await;
+    let (app_id, _, _) = emu.portal_create_app("Made in App management");
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--app-id", &app_id]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(err.contains("Add key"), "{err}");
+    assert_eq!(emu.count("POST", "/servicePrincipals"), 0, "{err}");
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap();
+    assert_eq!(app.passwords.len(), 1, "only App management's key");
+    assert!(
+        !cli.data_dir().join("profiles/default.json").exists(),
+        "no profile"
+    );
+}
+
+/// A CSP partner tenant whose Partner Center service principal is missing (deleted in the Entra
+/// admin center) is still a partner tenant: for an account that may create it, creating it is
+/// the plan's first step (as CIPP's SAM setup does); an Admin agent is told exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_partner_center_service_principal_is_created_by_an_admin_and_named_to_an_agent() {
+    let emu = emulator(fast_knobs()).await;
+    assert!(emu.portal_delete_service_principal(csp_onboard::cloud::PARTNER_CENTER_APP_ID));
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+
+    emu.update_knobs(|k| k.signed_in_user = UserKind::AdminAgent);
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--dry-run"]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(
+        err.contains("creating Partner Center's service principal needs"),
+        "{err}"
+    );
+    assert_eq!(graph_writes(&emu), 0);
+
+    emu.update_knobs(|k| k.signed_in_user = UserKind::GlobalAdmin);
+    let pc_sp = format!(
+        "servicePrincipals(appId='{}')",
+        csp_onboard::cloud::PARTNER_CENTER_APP_ID
+    );
+    let before = emu.count("GET", &pc_sp);
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("Partner Center's service principal is in the tenant"));
+    assert_eq!(
+        emu.count("GET", &pc_sp),
+        before + 1,
+        "read once, by the first round of reads"
+    );
+}
+
+/// A delegated Graph token for whoever the emulator signs in now (device code, auto-approved).
+async fn graph_as(
+    emu: &csp_onboard::emulator::Emulator,
+    who: UserKind,
+) -> csp_onboard::partner_center::Graph {
+    use csp_onboard::partner_center::{self as pc, Graph, HttpClient, SignInClient};
+    emu.update_knobs(|k| k.signed_in_user = who);
+    let ep = csp_onboard::cloud::Endpoints::from_urls(
+        csp_onboard::cloud::Cloud::Custom,
+        &emu.authority_url(),
+        &emu.graph_url(),
+        &emu.partner_center_url(),
+    )
+    .unwrap();
+    let http = HttpClient::new().unwrap();
+    let client = SignInClient {
+        client_id: csp_onboard::cloud::DEFAULT_PUBLIC_CLIENT_ID.into(),
+        tenant: emu.tenant_id(),
+    };
+    let dc = pc::device_code_start(&http, &ep, &client, &pc::graph_sign_in_scopes(&ep))
+        .await
+        .unwrap();
+    let t = pc::device_code_poll(&http, &ep, &client, &dc, |_| {})
+        .await
+        .unwrap();
+    Graph::new(http, &ep, t.access_token)
+}
+
+/// An Admin agent who owns the app (it registered it; an admin made its service principal) may
+/// add and remove its keys through Graph ("application: addPassword": the owner may): `init
+/// --app-id` skips the service principal step it may not take, and `rotate` works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_who_owns_the_app_adds_and_rotates_its_keys_through_graph() {
+    let emu = emulator(fast_knobs()).await;
+    let app = graph_as(&emu, UserKind::AdminAgent)
+        .await
+        .create_application("The agent's own app")
+        .await
+        .expect("any member may register an app, and owns it");
+    graph_as(&emu, UserKind::GlobalAdmin)
+        .await
+        .create_service_principal(&app.app_id)
+        .await
+        .expect("an admin makes its service principal");
+    emu.update_knobs(|k| k.signed_in_user = UserKind::AdminAgent);
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--app-id", &app.app_id]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(err.contains("Skipped"), "the service principal step: {err}");
+    let first = json(&out)["key_id"].clone();
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_ne!(json(&out)["key_id"], first);
+    let keys = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app.app_id)
+        .unwrap()
+        .passwords;
+    assert_eq!(keys.len(), 1, "the old key was removed by its owner");
+}
+
 // ---- Issue 12: what a new user reads after a run. ----
 
 /// After a rotation that removed the old key, the old secret is dead: say so, and what must be
@@ -1095,7 +1242,7 @@ async fn next_steps_name_the_command_as_it_can_be_run() {
     let out = cli.run(&args(&["--tenant", &tenant]), "").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("`csp-onboard check`"),
+        stderr(&out).contains("`csp-onboard check --profile second`"),
         "{}",
         stderr(&out)
     );

@@ -2247,3 +2247,37 @@ async fn the_request_log_never_holds_secrets() {
     assert_eq!(emu.count("POST", "/oauth2/v2.0/token"), 2);
     emu.shutdown().await;
 }
+
+/// Graph "Delete application" (`DELETE /applications/{id}`, 204): the same rights as
+/// removePassword. A plain user may delete an app they own but not another's (403); a deleted
+/// app is gone (404), and deleting it again is 404.
+#[tokio::test]
+async fn delete_application_follows_the_who_may_write_rule() {
+    let emu = start(quick()).await;
+    let admin = token_as(&emu, UserKind::GlobalAdmin).await;
+    let plain = token_as(&emu, UserKind::Plain).await;
+    let (_, admins_object) = register_app(&emu, &admin, "the admin's").await;
+    let (_, plains_object) = register_app(&emu, &plain, "plain's").await;
+    let delete = |token: &str, object: &str| {
+        let (token, path) = (token.to_string(), format!("applications/{object}"));
+        let emu = &emu;
+        async move { graph(emu, "DELETE", &path, &token, None).await }
+    };
+    assert_denied(&delete(&plain, &admins_object).await);
+    assert_eq!(delete(&plain, &plains_object).await.0, 204);
+    assert_eq!(delete(&admin, &admins_object).await.0, 204);
+    let (s, _) = graph(
+        &emu,
+        "GET",
+        &format!("applications/{admins_object}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_graph(
+        &delete(&admin, &admins_object).await,
+        404,
+        "Request_ResourceNotFound",
+    );
+}

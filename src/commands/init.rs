@@ -7,7 +7,7 @@ use crate::cli::InitArgs;
 use crate::cloud::Endpoints;
 use crate::exit::{Exit, UserError};
 use crate::onboarding::execute::{self, Answers, Target};
-use crate::onboarding::{Account, Plan, Session, Way, keys};
+use crate::onboarding::{Account, Plan, Way, keys};
 use crate::partner_center::VerifyOptions;
 use crate::signin::{self, ENV_APP_SECRET};
 use crate::store::{Profile, Secrets, Slot};
@@ -444,30 +444,6 @@ async fn onboard(
         store,
     );
     plan.check(Some(&account))?;
-    run_plan(
-        ctx,
-        args,
-        &s,
-        &plan,
-        &mut account,
-        secrets,
-        existing,
-        commerce_id,
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_plan(
-    ctx: &Ctx,
-    args: &InitArgs,
-    s: &Session,
-    plan: &Plan,
-    account: &mut Account,
-    secrets: &Secrets,
-    existing: Option<Profile>,
-    commerce_id: Option<String>,
-) -> anyhow::Result<Exit> {
     let target = Target {
         profile: &ctx.profile,
         data_dir: &ctx.data_dir,
@@ -479,9 +455,9 @@ async fn run_plan(
         verify: verify_options(args.verify_timeout),
     };
     let (p, action) = execute::onboard(
-        s,
+        &s,
         &ctx.ui,
-        plan,
+        &plan,
         &mut account.policy,
         &target,
         existing,

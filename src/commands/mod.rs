@@ -41,15 +41,36 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
         }
         _ => {}
     }
+    // Every command ends: a person signing in gets the device code's 15 minutes and more; a
+    // check with no person involved gets a minute.
+    let secs = g.deadline.unwrap_or(match &cli.command {
+        Command::Check(a) if a.sign_in.auth.is_none() => 60,
+        Command::Show(_) | Command::List(_) => 60,
+        _ => 1800,
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut ctx = Ctx::new(g)?;
-    match cli.command {
-        Command::Init(args) => init::run(&mut ctx, args).await,
-        Command::Rotate(args) => rotate::run(&mut ctx, args).await,
-        Command::Show(args) => show::run(&ctx, args).await,
-        Command::List(_) => list::run(&ctx).await,
-        Command::Check(args) => check::run(&mut ctx, args).await,
-        Command::Remove(args) => remove::run(&mut ctx, args).await,
-        Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
+    ctx.deadline = Some(deadline);
+    let work = async {
+        match cli.command {
+            Command::Init(args) => init::run(&mut ctx, args).await,
+            Command::Rotate(args) => rotate::run(&mut ctx, args).await,
+            Command::Show(args) => show::run(&ctx, args).await,
+            Command::List(_) => list::run(&ctx).await,
+            Command::Check(args) => check::run(&mut ctx, args).await,
+            Command::Remove(args) => remove::run(&mut ctx, args).await,
+            Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
+        }
+    };
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(result) => result,
+        // Stopping here is as safe as a kill at the same point: the next run converges.
+        Err(_) => Err(UserError::new(
+            Exit::Unreachable,
+            format!("stopped after {secs} s, this run's deadline, while waiting for the service"),
+        )
+        .hint("run the command again (it finishes or undoes what this run started), or allow more time with --deadline SECS")
+        .into()),
     }
 }
 
@@ -81,6 +102,8 @@ pub struct Ctx {
     pub data_dir: PathBuf,
     pub meta: MetaStore,
     emulator: Option<Emulator>,
+    /// The run's total deadline (--deadline), passed to the HTTP client.
+    deadline: Option<std::time::Instant>,
 }
 
 impl Ctx {
@@ -101,6 +124,10 @@ impl Ctx {
             }
         });
         store::validate_profile_name(&profile)?;
+        if cloud_flag == Some(Cloud::Custom) {
+            // Checked before anything is written: a usage error leaves no trace.
+            Endpoints::custom_from_env()?;
+        }
         let data_dir = store::data_dir()?;
         let meta = MetaStore::open(&data_dir)?;
         Ok(Ctx {
@@ -122,6 +149,7 @@ impl Ctx {
             data_dir,
             meta,
             emulator: None,
+            deadline: None,
         })
     }
 
@@ -262,7 +290,11 @@ impl Ctx {
     /// One HTTP client for the run; waits (throttling, replication) are reported on stderr.
     pub fn http(&self) -> anyhow::Result<HttpClient> {
         let ui = self.ui.clone();
-        Ok(HttpClient::new()?.on_wait(Arc::new(move |n| {
+        let mut http = HttpClient::new()?;
+        if let Some(d) = self.deadline {
+            http = http.with_deadline(d);
+        }
+        Ok(http.on_wait(Arc::new(move |n| {
             let why = match n.reason {
                 WaitReason::Throttled => "throttled by",
                 WaitReason::Transient => "no answer from",
@@ -439,6 +471,13 @@ pub fn summary(
     let ui = &ctx.ui;
     let location = secrets.describe(&p.profile);
     let cmd = crate::ui::invocation();
+    // Commands as they work when pasted: a profile other than `default` (the emulator demo's
+    // `emulator`) is named in them.
+    let pf = if p.profile == "default" {
+        String::new()
+    } else {
+        format!(" --profile {}", p.profile)
+    };
     ui.heading("Done. Your Partner Center web app:");
     ui.info(format!("  Tenant ID (Account ID)  {}", p.tenant_id));
     ui.info(format!("  App ID                  {}", p.app_id));
@@ -446,7 +485,7 @@ pub fn summary(
         Some(c) => ui.info(format!("  Commerce ID             {c}")),
         None => ui.info(format!(
             "  Commerce ID             not given: copy it from {}, then \
-             `{cmd} init --commerce-id <guid>`",
+             `{cmd} init{pf} --commerce-id <guid>`",
             crate::wizard::COMMERCE_ID_WHERE
         )),
     }
@@ -470,11 +509,11 @@ pub fn summary(
             .to_string(),
         format!(
             "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the \
-             \"Billing account reader\" role: `{cmd} show --reveal --json` prints all three."
+             \"Billing account reader\" role: `{cmd} show{pf} --reveal --json` prints all three."
         ),
         format!(
-            "  • `{cmd} check` proves the key still works; `{cmd} rotate` (or `init` again) \
-             replaces it before it expires."
+            "  • `{cmd} check{pf}` proves the key still works; `{cmd} rotate{pf}` (or `init{pf}` \
+             again) replaces it before it expires."
         ),
     ] {
         ui.info(line);

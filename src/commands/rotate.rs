@@ -41,6 +41,7 @@ pub async fn run(ctx: &mut Ctx, args: RotateArgs) -> anyhow::Result<Exit> {
     if args.all {
         return rotate_all(ctx, &req, args.if_expiring_within, args.jobs.into()).await;
     }
+    ctx.require_profile()?; // found before locked: an unknown name leaves no lock file
     let _lock = ctx.meta.lock(&ctx.profile)?;
     let p = ctx.require_profile()?;
     if let Some(days) = args.if_expiring_within

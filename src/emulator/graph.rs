@@ -484,6 +484,9 @@ fn route(shared: &Shared, req: &Req) -> GResult {
                     let body = json_body(req)?;
                     shared.write(|d| remove_password(d, &caller, &knobs, &key, &body, now))
                 }
+                ([], &Method::DELETE) => {
+                    shared.write(|d| delete_app(d, &caller, &knobs, &key, now))
+                }
                 ([], &Method::PATCH) => {
                     let body = json_body(req)?;
                     shared.write(|d| update_app(d, &caller, &knobs, &key, &body, now))
@@ -1509,6 +1512,24 @@ fn remove_password(
             app.app_id
         )));
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Graph "Delete application": the same rights as removePassword (who may manage the app, with
+/// an Application.ReadWrite scope or role), then 204 No Content.
+fn delete_app(
+    d: &mut Data,
+    caller: &Caller,
+    knobs: &Knobs,
+    key: &AppKey,
+    now: OffsetDateTime,
+) -> GResult {
+    caller.allow(APP_WRITE_SCP, APP_WRITE, |_| true)?;
+    let idx = find_app_index(d, knobs, key, now)?;
+    if !may_manage(caller, &d.applications[idx]) {
+        return Err(denied());
+    }
+    d.applications.remove(idx);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

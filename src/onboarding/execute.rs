@@ -120,6 +120,7 @@ pub async fn onboard(
         }
     };
     // Record the app at once, so that an interrupted run reuses it instead of creating another.
+    let new_profile = existing.is_none();
     let mut p = existing.unwrap_or_else(|| {
         let mut p = Profile::new(
             t.profile,
@@ -169,9 +170,18 @@ pub async fn onboard(
         days: 365,
         explicit: false,
     });
-    replace_key_within_policy(&engine, s, &mut p, lifetime, policy, &Retirement::default())
-        .await
-        .map_err(|e| not_allowed_to_add_key(e, &p))?;
+    let added =
+        replace_key_within_policy(&engine, s, &mut p, lifetime, policy, &Retirement::default())
+            .await;
+    if let Err(e) = added {
+        // A key refused outright on an app this run did not make (not its owner, say): nothing
+        // was written, so no profile is left behind either. A made app keeps its profile, so
+        // that the next run reuses it.
+        if new_profile && !created && p.pending.is_none() && p.key_id.is_none() {
+            t.meta.delete(&p.profile)?;
+        }
+        return Err(not_allowed_to_add_key(e, &p));
+    }
     Ok((p, if created { "created" } else { "key_added" }))
 }
 

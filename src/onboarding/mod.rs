@@ -24,8 +24,6 @@ pub trait Observer: Send + Sync {
     fn done(&self, msg: &str);
     fn info(&self, msg: &str);
     fn warn(&self, msg: &str);
-    /// Only with `-v`.
-    fn detail(&self, msg: &str);
     /// A wait that shows its progress until dropped.
     fn progress(&self, msg: &str) -> Box<dyn Progress + Send + Sync + '_>;
     /// Partner Center refuses an app whose secret authenticates: the admin may register it in

@@ -301,6 +301,25 @@ pub enum Action {
     KeepOldKey,
 }
 
+impl Action {
+    /// The step as the subject of a sentence ("creating the web app's service principal").
+    pub fn gerund(self) -> &'static str {
+        match self {
+            Action::CreatePartnerCenterSp => "creating Partner Center's service principal",
+            Action::CreateApplication => "registering the web app",
+            Action::ReuseApplication => "using the web app",
+            Action::CreateServicePrincipal => "creating the web app's service principal",
+            Action::AddToAdminAgents => "adding it to AdminAgents",
+            Action::ReadSecret => "reading the secret",
+            Action::AddPassword => "adding a key",
+            Action::VerifyToken | Action::VerifyPartnerCenter => "verifying the secret",
+            Action::Store => "storing the secret",
+            Action::RemoveOldKey => "removing the old key",
+            Action::KeepOldKey => "keeping the old key",
+        }
+    }
+}
+
 /// Whether a step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", content = "reason", rename_all = "snake_case")]
@@ -618,37 +637,37 @@ impl Plan {
             return Err(UserError::new(
                 Exit::Permission,
                 format!(
-                    "{} is neither a Global Administrator (nor an Application Administrator) nor an Admin agent of this tenant",
+                    "{} holds none of the roles that can onboard: it is neither a Global Administrator (or Application Administrator) nor an Admin agent of this tenant",
                     a.user.as_deref().unwrap_or("this account")
                 ),
             )
-            .hint("sign in as a Global Administrator, or as a member of the AdminAgents group (Admin agent role in Partner Center)"));
+            .hint("sign in as a Global Administrator (or Application Administrator), or as an Admin agent (a member of AdminAgents), who uses App management and capture"));
         }
         let blocked: Vec<&Step> = self
             .steps
             .iter()
             .filter(|s| matches!(s.status, Status::Blocked(_)))
             .collect();
-        let Some(first) = blocked.first() else {
+        if blocked.is_empty() {
             return Ok(());
-        };
+        }
         let who = account
             .and_then(|a| a.user.clone())
             .unwrap_or_else(|| "this account".into());
         let roles = account.map(|a| a.roles).unwrap_or_default();
         let needs: Vec<String> = blocked
             .iter()
-            .map(|s| format!("{} ({})", s.does, s.role))
+            .map(|s| format!("{} needs {}", s.action.gerund(), s.role))
             .collect();
         let message = if roles.admin_agent {
             format!(
-                "{who} is an Admin agent without a directory role in the partner tenant. Microsoft requires one to {}. Nothing was changed",
-                needs.join("; and to ")
+                "{who} is an Admin agent without a directory role in the partner tenant, and Microsoft requires one here: {}. Nothing was changed",
+                needs.join("; ")
             )
         } else {
             format!(
-                "{who} cannot {}: it needs {}. Nothing was changed",
-                first.does, first.role
+                "{who} may not do this: {}. Nothing was changed",
+                needs.join("; ")
             )
         };
         Err(UserError::new(Exit::Permission, message).hint(agent_way(&self.tenant_id)))
@@ -683,7 +702,7 @@ impl Plan {
                 Status::Blocked(_) => " [NOT ALLOWED for this account]".into(),
             };
             out.push(format!("{}. {}{mark}", i + 1, s.does));
-            if s.call != "none" {
+            if s.call != "none" && s.call != "local" {
                 out.push(format!("   {}", s.call));
             }
             if s.role != "none" {

@@ -598,6 +598,22 @@ impl Graph {
         }
     }
 
+    /// Delete an app registration (Graph "Delete application": `DELETE /applications/{id}`,
+    /// 204 No Content). Deleting twice ends the same way: a 404 means it is already gone.
+    pub async fn delete_application(&self, app_object_id: &str) -> Result<(), ApiError> {
+        check_guid("the application object ID", app_object_id)?;
+        let url = self.url(&format!("applications/{app_object_id}"));
+        match self
+            .http
+            .execute(&self.request(reqwest::Method::DELETE, url))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The tenant's default app management policy, reduced to what matters for a new secret.
     pub async fn default_app_management_policy(&self) -> Result<LifetimePolicy, ApiError> {
         let v: serde_json::Value = self

@@ -96,9 +96,6 @@ impl Observer for Ui {
     fn warn(&self, msg: &str) {
         Ui::warn(self, msg);
     }
-    fn detail(&self, msg: &str) {
-        Ui::detail(self, msg);
-    }
     fn progress(&self, msg: &str) -> Box<dyn Progress + Send + Sync + '_> {
         Box::new(SpinnerProgress(self.spinner(msg)))
     }
@@ -340,9 +337,9 @@ pub fn choose_lifetime(
 }
 
 pub fn validate_guid(v: &str) -> Result<(), String> {
-    uuid::Uuid::try_parse(v.trim())
+    crate::input::canonical_guid(v)
         .map(|_| ())
-        .map_err(|_| format!("'{v}' is not a GUID (like 3f2504e0-4f89-11d3-9a0c-0305e82c3301)"))
+        .ok_or_else(|| format!("'{v}' is not a GUID (like 3f2504e0-4f89-11d3-9a0c-0305e82c3301)"))
 }
 
 /// A pasted secret value; a GUID here is nearly always the secret's ID copied by mistake.
