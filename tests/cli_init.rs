@@ -1204,6 +1204,20 @@ async fn a_rotation_that_removed_the_old_key_says_the_old_secret_no_longer_works
         "{}",
         stderr(&out)
     );
+
+    // rotate --all says it per profile too.
+    let all = [
+        "rotate",
+        "--all",
+        "--json",
+        "--non-interactive",
+        "--auth",
+        "device-code",
+    ];
+    let out = cli.run(&all, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["profiles"][0]["old_key_removed"], true);
+    assert!(stderr(&out).contains("no longer work"), "{}", stderr(&out));
 }
 
 /// A pasted value with whitespace inside is refused before any request; the capture's wait says

@@ -754,7 +754,7 @@ async fn an_80_column_window_wraps_at_spaces_and_never_splits_a_guid() {
         s.expect("Name of the new web app");
         s.keys(ENTER);
         s.expect("Done. Your Partner Center web app:");
-        s.expect("replaces it before it expires.");
+        s.expect("before it expires.");
         let rows = s.rows_at(CLASSIC.cols);
         let shown: Vec<&str> = rows.iter().map(|(r, _)| r.as_str()).collect();
         println!(

@@ -471,6 +471,13 @@ pub fn summary(
     let ui = &ctx.ui;
     let location = secrets.describe(&p.profile);
     let cmd = crate::ui::invocation();
+    // Commands as they work when pasted: a profile other than `default` (the emulator demo's
+    // `emulator`) is named in them.
+    let pf = if p.profile == "default" {
+        String::new()
+    } else {
+        format!(" --profile {}", p.profile)
+    };
     ui.heading("Done. Your Partner Center web app:");
     ui.info(format!("  Tenant ID (Account ID)  {}", p.tenant_id));
     ui.info(format!("  App ID                  {}", p.app_id));
@@ -478,7 +485,7 @@ pub fn summary(
         Some(c) => ui.info(format!("  Commerce ID             {c}")),
         None => ui.info(format!(
             "  Commerce ID             not given: copy it from {}, then \
-             `{cmd} init --commerce-id <guid>`",
+             `{cmd} init{pf} --commerce-id <guid>`",
             crate::wizard::COMMERCE_ID_WHERE
         )),
     }
@@ -496,13 +503,6 @@ pub fn summary(
         ui.info(notice);
     }
     ui.heading("Next steps");
-    // Commands as they work when pasted: a profile other than `default` (the emulator demo's
-    // `emulator`) is named in them.
-    let pf = if p.profile == "default" {
-        String::new()
-    } else {
-        format!(" --profile {}", p.profile)
-    };
     for line in [
         "  • Microsoft Cost Management for partners (Azure portal, billing-account scope) needs \
          no secret."

@@ -238,7 +238,8 @@ pub async fn rotate_profile(
 /// One line of the `--all` result table.
 struct Row {
     profile: String,
-    result: Result<(&'static str, Profile), UserError>,
+    /// The action, the profile after it, and whether the old key was removed (its secret dead).
+    result: Result<(&'static str, Profile, bool), UserError>,
 }
 
 /// `rotate --all`: one sign-in per tenant, then the profiles of that tenant several at a time.
@@ -302,7 +303,7 @@ async fn rotate_all(
         if window.is_some_and(|d| is_fresh(&p, d)) {
             rows.push(Row {
                 profile: p.profile.clone(),
-                result: Ok(("none", p)),
+                result: Ok(("none", p, false)),
             });
         } else {
             todo.push(p);
@@ -397,8 +398,8 @@ async fn rotate_all(
                 Row {
                     profile: p.profile.clone(),
                     result: match r {
-                        Ok((Outcome::Replaced, _)) => Ok(("rotated", p)),
-                        Ok((Outcome::Resumed, _)) => Ok(("resumed", p)),
+                        Ok((Outcome::Replaced, r)) => Ok(("rotated", p, r.removed)),
+                        Ok((Outcome::Resumed, r)) => Ok(("resumed", p, r.removed)),
                         Err(e) => Err(report::classify(&e)),
                     },
                 }
@@ -479,14 +480,31 @@ async fn dry_run_all(
 }
 
 fn print_table(ctx: &Ctx, rows: &[Row]) {
+    let dead: Vec<&str> = rows
+        .iter()
+        .filter(|r| matches!(r.result, Ok((_, _, true))))
+        .map(|r| r.profile.as_str())
+        .collect();
+    if !dead.is_empty() {
+        ctx.ui.warn(format!(
+            "The old secrets of {} no longer work: their keys were removed from the apps. Any \
+             tool or script that holds one needs the new value: `{} show --reveal --json \
+             --profile NAME` prints it.",
+            dead.join(", "),
+            crate::ui::invocation()
+        ));
+    }
     if ctx.ui.json {
         let items: Vec<_> = rows
             .iter()
             .map(|r| match &r.result {
-                Ok((action, p)) => {
+                Ok((action, p, removed)) => {
                     let mut doc = profile_json(p);
                     doc["action"] = (*action).into();
                     doc["ok"] = true.into();
+                    if *action != "none" {
+                        doc["old_key_removed"] = (*removed).into();
+                    }
                     doc
                 }
                 Err(u) => serde_json::json!({
@@ -505,7 +523,7 @@ fn print_table(ctx: &Ctx, rows: &[Row]) {
     );
     for r in rows {
         match &r.result {
-            Ok((action, p)) => println!(
+            Ok((action, p, _)) => println!(
                 "{:<16} {:<9} {:<38} {:<12} ok",
                 r.profile,
                 action,
