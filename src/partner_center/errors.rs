@@ -351,11 +351,20 @@ impl ApiError {
             );
         }
         if let Some(at) = self.retry_at {
-            return Some(format!(
-                "try again after {} UTC (a longer --deadline lets one run wait that out, up to 5 minutes)",
-                at.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            ));
+            let when = at
+                .to_offset(time::UtcOffset::UTC)
+                .format(time::macros::format_description!(
+                    "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+                ))
+                .unwrap_or_default();
+            // A run waits at most 5 minutes for one answer: only a shorter wait is worth a
+            // longer --deadline.
+            let waitable = at - time::OffsetDateTime::now_utc() <= time::Duration::minutes(5);
+            return Some(if waitable {
+                format!("try again after {when} (a longer --deadline lets one run wait that out)")
+            } else {
+                format!("try again after {when}")
+            });
         }
         match self.status {
             Some(300..=399) => s(

@@ -849,11 +849,12 @@ mod tests {
         assert_eq!(e.exit(), crate::exit::Exit::Unreachable);
         let at = e.retry_at.expect("when to come back");
         assert!(at > time::OffsetDateTime::now_utc() + time::Duration::minutes(59));
-        assert!(
-            e.hint().unwrap().contains("try again after"),
-            "{:?}",
-            e.hint()
-        );
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("try again after"), "{hint}");
+        // An hour is not waited out by any --deadline (waits stop at 5 minutes): not offered,
+        // and the time is said once, to the second.
+        assert!(!hint.contains("--deadline"), "{hint}");
+        assert!(hint.contains(" UTC") && !hint.contains("Z UTC"), "{hint}");
     }
 
     #[tokio::test]
