@@ -159,6 +159,47 @@ async fn a_stored_overlap_out_of_range_is_a_clear_error_not_a_panic() {
     }
 }
 
+/// `rotate --all` with one damaged profile among good ones: the damaged one is a failed row of the
+/// result table naming its file, and the others are rotated (issue 11.1: "the other profiles are
+/// not rotated").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_all_reports_a_damaged_profile_and_rotates_the_others() {
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    let profiles = cli.data_dir().join("profiles");
+    std::fs::write(profiles.join("broken.json"), b"{ not json").unwrap();
+    let out = cli
+        .run(&args(&["rotate", "--all", "--json"], &DEVICE), "")
+        .await;
+    assert_no_panic(&out, "rotate --all");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let table = json(&out);
+    let rows = table["profiles"].as_array().expect("a result table");
+    let row = |name: &str| rows.iter().find(|r| r["profile"] == name).cloned();
+    let broken = row("broken").expect("the damaged profile has a row");
+    assert_eq!(broken["ok"], false);
+    assert!(
+        broken["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broken.json"),
+        "{broken}"
+    );
+    let good = row("default").expect("default has a row");
+    assert_eq!(good["ok"], true, "{good}");
+    assert_eq!(good["action"], "rotated");
+    assert_ne!(good["key_id"], doc["key_id"], "default was rotated");
+    // The damaged file may be a profile of the same app holding the old key: it is kept.
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == doc["app_id"])
+        .unwrap();
+    assert!(
+        app.passwords.iter().any(|k| k.key_id == doc["key_id"]),
+        "the old key is kept"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. The file name is the profile's identity.
 

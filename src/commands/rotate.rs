@@ -250,7 +250,18 @@ async fn rotate_all(
     window: Option<u32>,
     jobs: usize,
 ) -> anyhow::Result<Exit> {
-    let mut all = ctx.meta.list()?;
+    // A damaged profile file is a failed row; the others are still rotated.
+    let mut rows: Vec<Row> = Vec::new();
+    let mut all = Vec::new();
+    for (name, p) in ctx.meta.list_each()? {
+        match p {
+            Ok(p) => all.push(p),
+            Err(e) => rows.push(Row {
+                profile: name,
+                result: Err(report::classify(&e)),
+            }),
+        }
+    }
     // With --tenant, the batch is that tenant's profiles (a sign-in is to one tenant).
     if let Some(t) = &req.sign_in.tenant {
         if uuid::Uuid::try_parse(t).is_err() {
@@ -262,12 +273,11 @@ async fn rotate_all(
         }
         all.retain(|p| p.tenant_id.eq_ignore_ascii_case(t));
     }
-    if all.is_empty() {
+    if all.is_empty() && rows.is_empty() {
         return Err(UserError::new(Exit::NotFound, "no profiles are stored")
             .hint("run `csp-onboard init` first")
             .into());
     }
-    let mut rows: Vec<Row> = Vec::new();
     let mut todo: Vec<Profile> = Vec::new();
     let mut _locks = Vec::new();
     for p in all {

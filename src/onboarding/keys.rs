@@ -441,14 +441,21 @@ fn learn_key_by_hint(p: &mut Profile, app: &Application) {
     }
 }
 
-/// The name of another profile on the same app that holds `key_id`, or whose key is unknown.
+/// The name of another profile on the same app that holds `key_id`, or whose key is unknown. A
+/// damaged profile file may be anything, so it may hold the key: it is kept, not deleted.
 pub fn key_used_by_other_profile(
     meta: &MetaStore,
     p: &Profile,
     key_id: &str,
 ) -> anyhow::Result<Option<String>> {
     let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    for q in meta.list()? {
+    for (name, q) in meta.list_each()? {
+        let Ok(q) = q else {
+            if name != p.profile {
+                return Ok(Some(name));
+            }
+            continue;
+        };
         if q.profile == p.profile || !same(&q.app_id, &p.app_id) {
             continue;
         }

@@ -303,6 +303,12 @@ impl MetaStore {
     /// Every profile, sorted by name. A file that does not parse is an error naming it (rather
     /// than a profile silently missing from the list).
     pub fn list(&self) -> anyhow::Result<Vec<Profile>> {
+        self.list_each()?.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Every profile file by name, sorted, each read on its own: a batch reports a damaged one
+    /// and carries on with the others.
+    pub fn list_each(&self) -> anyhow::Result<Vec<(String, anyhow::Result<Profile>)>> {
         let entries = fs::read_dir(&self.dir)
             .with_context(|| format!("cannot read {}", self.dir.display()))?;
         let mut out = Vec::new();
@@ -318,11 +324,12 @@ impl MetaStore {
                 continue;
             }
             let path = entry.path();
-            let bytes =
-                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            out.push(parse(&path, stem, &bytes)?);
+            let profile = fs::read(&path)
+                .with_context(|| format!("cannot read {}", path.display()))
+                .and_then(|bytes| parse(&path, stem, &bytes));
+            out.push((stem.to_string(), profile));
         }
-        out.sort_by(|a, b| a.profile.cmp(&b.profile));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 }
