@@ -259,6 +259,9 @@ fn authenticate(d: &Data, req: &Req, now: OffsetDateTime) -> Result<Caller, Grap
 }
 
 pub(crate) fn handle(shared: &Shared, req: &Req) -> Response {
+    if let Some(blob) = super::billing::serve_blob(shared, req) {
+        return blob;
+    }
     let r = route(shared, req);
     let request_id = new_guid();
     match r {
@@ -329,6 +332,9 @@ fn route(shared: &Shared, req: &Req) -> GResult {
     let caller = shared.read(|d| authenticate(d, req, now))?;
     let m = &req.method;
     match segs.as_slice() {
+        ["reports", "partners", "billing", tail @ ..] => {
+            super::billing::graph_route(shared, req, tail)
+        }
         ["me"] if m == Method::GET => me(req, &caller),
         // No nested groups here, so the transitive list is the direct one (same paging, same
         // $select strictness); only the next link names the route that was asked.
