@@ -12,3 +12,4 @@ pub mod secret;
 pub mod signin;
 pub mod store;
 pub mod ui;
+pub mod usage;

@@ -6,6 +6,7 @@ mod list;
 mod remove;
 mod rotate;
 mod show;
+mod usage;
 
 use crate::cli::{CloudArg, Command, StoreArg};
 use crate::cloud::{Cloud, Endpoints};
@@ -48,6 +49,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
         Command::List => list::run(&ctx).await,
         Command::Check(args) => check::run(&mut ctx, args).await,
         Command::Remove(args) => remove::run(&mut ctx, args).await,
+        Command::Usage(args) => usage::run(&mut ctx, args).await,
         Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
     }
 }
