@@ -31,16 +31,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Shown last in every subcommand's help, under their own heading.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Which stored onboarding to act on.
-    #[arg(
-        long,
-        global = true,
-        env = "CSP_ONBOARD_PROFILE",
-        default_value = "default"
-    )]
-    pub profile: String,
+    /// Which stored onboarding to act on. Default: `default`; with --cloud emulator, `emulator`
+    /// (the demo never takes the real tenant's profile).
+    #[arg(long, global = true, env = "CSP_ONBOARD_PROFILE")]
+    pub profile: Option<String>,
 
     /// Which Microsoft cloud. `emulator` starts the built-in local emulator; `custom` reads
     /// CSP_ONBOARD_AUTHORITY_URL, CSP_ONBOARD_GRAPH_URL and CSP_ONBOARD_PARTNER_CENTER_URL.
@@ -115,7 +113,7 @@ pub enum Command {
     Show(ShowArgs),
     /// List every stored profile with its app and key expiry (no secrets).
     #[command(after_long_help = "Examples:\n  csp-onboard list\n  csp-onboard list --json")]
-    List,
+    List(ListArgs),
     /// Prove the stored secret still works and report the days left (exit 0 ok, 10 expiring, 11 expired/rejected).
     #[command(
         after_long_help = "Examples:\n  csp-onboard check\n  csp-onboard check --warn-days 45 --json   # for cron and monitoring\n  csp-onboard check --auth device-code      # also look for drift on the app"
@@ -232,7 +230,7 @@ pub struct InitArgs {
     pub dry_run: bool,
 
     /// How long to wait for a new secret to propagate through Entra ID before giving up (exit 7).
-    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub verify_timeout: u64,
 }
 
@@ -247,7 +245,7 @@ pub struct RotateArgs {
 
     /// Keep the old key for DAYS more, then remove it on the first signed-in run after that
     /// (Graph cannot shorten an existing key's end date).
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::input::MAX_OVERLAP_DAYS as i64))]
     pub overlap: Option<u32>,
 
     /// Rotate every stored profile (one sign-in per tenant), several at a time.
@@ -267,11 +265,11 @@ pub struct RotateArgs {
     pub secret_years: Option<u8>,
 
     /// Do nothing unless the stored key expires within this many days.
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::input::MAX_WINDOW_DAYS as i64))]
     pub if_expiring_within: Option<u32>,
 
     /// How long to wait for the new secret to propagate through Entra ID before giving up (exit 7).
-    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub verify_timeout: u64,
 }
 
@@ -283,9 +281,17 @@ pub struct ShowArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ListArgs {
+    /// `list` shows every profile: this stands in for the global --profile, hidden from its
+    /// help, and accepted (ignored) so a CSP_ONBOARD_PROFILE-style habit does not fail.
+    #[arg(long, id = "profile", hide = true)]
+    pub ignored_profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Exit 10 when the key expires within this many days.
-    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    #[arg(long, default_value_t = 30, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::input::MAX_WINDOW_DAYS as i64))]
     pub warn_days: u32,
 
     /// With --auth, also sign in and check that the key still exists on the app (drift:

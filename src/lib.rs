@@ -5,6 +5,7 @@ pub mod cloud;
 pub mod commands;
 pub mod emulator;
 pub mod exit;
+pub mod input;
 pub mod partner_center;
 pub mod report;
 pub mod rotation;

@@ -6,6 +6,13 @@ use csp_onboard::exit::Exit;
 use csp_onboard::report;
 
 fn main() -> std::process::ExitCode {
+    forbid_core_dumps();
+    // Before clap reads them: an unreadable value would otherwise count as unset.
+    if let Err(e) = csp_onboard::commands::check_environment() {
+        let json = std::env::args_os().any(|a| a == "--json");
+        let code = report::print_error(&e.into(), json).code();
+        return std::process::ExitCode::from(code as u8);
+    }
     let cli = Cli::parse();
     let json = cli.global.json;
     let terminal = TerminalSettings::save();
@@ -45,6 +52,25 @@ fn main() -> std::process::ExitCode {
     // Dropping the runtime would wait for blocking tasks (a prompt waiting for a key).
     runtime.shutdown_background();
     std::process::ExitCode::from(code as u8)
+}
+
+/// A core dump of this process could hold a secret or a token: none is ever written. The limit
+/// goes to 0 (soft and hard, so it cannot be raised again from inside), and on Linux the process
+/// is also marked not dumpable, which holds even if someone raises the limit from outside.
+fn forbid_core_dumps() {
+    #[cfg(unix)]
+    {
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain system calls on this process with a valid, owned argument.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
+    }
 }
 
 /// Registered at once (not on first poll), so no Ctrl-C slips by before the command starts.

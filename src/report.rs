@@ -60,12 +60,15 @@ pub fn print_error(err: &anyhow::Error, json: bool) -> Exit {
             .take_while(|m| *m != u.message)
             .collect();
         doing.dedup();
-        eprintln!("{} {}", style("error:").red().bold(), u.message);
+        let error = style("error:").red().bold().to_string();
+        eprintln!("{}", crate::ui::wrapped(&error, &u.message));
         for d in doing {
-            eprintln!("  {} {d}", style("while").dim());
+            let doing = format!("  {}", style("while").dim());
+            eprintln!("{}", crate::ui::wrapped(&doing, &d));
         }
         if let Some(h) = &u.hint {
-            eprintln!("{} {h}", style("hint:").cyan().bold());
+            let hint = style("hint:").cyan().bold().to_string();
+            eprintln!("{}", crate::ui::wrapped(&hint, h));
         }
     }
     if json {

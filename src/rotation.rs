@@ -220,9 +220,7 @@ impl Engine<'_> {
         // A kept key is recorded, so it is never taken for a leftover: --overlap until its date,
         // --keep-old for good (its own end date may be far off).
         let hold_until = match (overlap, keep) {
-            (Some(days), _) => {
-                Some(OffsetDateTime::now_utc() + time::Duration::days(i64::from(days)))
-            }
+            (Some(days), _) => Some(crate::input::days_from_now(days.into(), "--overlap")?),
             (None, true) => Some(OffsetDateTime::now_utc() + time::Duration::days(365 * 100)),
             (None, false) => None,
         };

@@ -33,35 +33,39 @@ impl Ui {
     /// A finished step: `✔ Signed in as admin@contoso`.
     pub fn done(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{} {}", style("✔").green(), msg.as_ref());
+            eprintln!("{}", wrapped(&style("✔").green().to_string(), msg.as_ref()));
         }
     }
 
     /// Plain information.
     pub fn info(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{}", wrapped("", msg.as_ref()));
         }
     }
 
     /// Something the person should read even with `-q` (a device code, a warning).
     pub fn always(&self, msg: impl AsRef<str>) {
-        eprintln!("{}", msg.as_ref());
+        eprintln!("{}", wrapped("", msg.as_ref()));
     }
 
     pub fn warn(&self, msg: impl AsRef<str>) {
-        eprintln!("{} {}", style("!").yellow().bold(), msg.as_ref());
+        eprintln!(
+            "{}",
+            wrapped(&style("!").yellow().bold().to_string(), msg.as_ref())
+        );
     }
 
     pub fn detail(&self, msg: impl AsRef<str>) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{} {}", style("·").dim(), style(msg.as_ref()).dim());
+            let text = wrapped(&style("·").dim().to_string(), msg.as_ref());
+            eprintln!("{}", style(text).dim());
         }
     }
 
     pub fn heading(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("\n{}", style(msg.as_ref()).bold());
+            eprintln!("\n{}", style(wrapped("", msg.as_ref())).bold());
         }
     }
 
@@ -112,12 +116,15 @@ impl Ui {
                 .with_prompt(prompt)
                 .items(items)
                 .default(default)
+                .report(false)
                 .interact_opt()
         })?;
-        choice.ok_or_else(|| cancelled().into())
+        let choice = choice.ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, items[choice]);
+        Ok(choice)
     }
 
-    /// A line of text, validated as typed.
+    /// A line of text, validated when entered.
     pub fn input(
         &self,
         prompt: &str,
@@ -127,16 +134,10 @@ impl Ui {
     ) -> anyhow::Result<String> {
         self.require_interactive(prompt, flag)?;
         let theme = dialoguer::theme::ColorfulTheme::default();
-        let value = blocking(|| {
-            let mut input = dialoguer::Input::<String>::with_theme(&theme).with_prompt(prompt);
-            if let Some(d) = default {
-                input = input.default(d.to_string());
-            }
-            input
-                .validate_with(move |v: &String| validate(v.trim()))
-                .interact_text()
-        })?;
-        Ok(value.trim().to_string())
+        let value = blocking(|| read_line(&theme, prompt, default, false, &validate))?
+            .ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, &value);
+        Ok(value)
     }
 
     /// An optional line of text (empty allowed).
@@ -149,21 +150,11 @@ impl Ui {
             return Ok(None);
         }
         let theme = dialoguer::theme::ColorfulTheme::default();
-        let value = blocking(|| {
-            dialoguer::Input::<String>::with_theme(&theme)
-                .with_prompt(prompt)
-                .allow_empty(true)
-                .validate_with(move |v: &String| {
-                    if v.trim().is_empty() {
-                        Ok(())
-                    } else {
-                        validate(v.trim())
-                    }
-                })
-                .interact_text()
-        })?;
-        let v = value.trim().to_string();
-        Ok((!v.is_empty()).then_some(v))
+        let check = |v: &str| if v.is_empty() { Ok(()) } else { validate(v) };
+        let value =
+            blocking(|| read_line(&theme, prompt, None, false, &check))?.ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, &value);
+        Ok((!value.is_empty()).then_some(value))
     }
 
     /// A hidden input (a pasted secret).
@@ -175,13 +166,11 @@ impl Ui {
     ) -> anyhow::Result<crate::secret::Secret> {
         self.require_interactive(prompt, flag)?;
         let theme = dialoguer::theme::ColorfulTheme::default();
-        let value = blocking(|| {
-            dialoguer::Password::with_theme(&theme)
-                .with_prompt(prompt)
-                .validate_with(move |v: &String| validate(v.trim()))
-                .interact()
-        })?;
-        Ok(crate::secret::Secret::new(value.trim()))
+        let value = blocking(|| read_line(&theme, prompt, None, true, &validate))?
+            .map(zeroize::Zeroizing::new)
+            .ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, "********");
+        Ok(crate::secret::Secret::new(value.as_str()))
     }
 
     pub fn confirm(&self, prompt: &str, default: bool) -> anyhow::Result<bool> {
@@ -193,9 +182,216 @@ impl Ui {
             dialoguer::Confirm::with_theme(&theme)
                 .with_prompt(prompt)
                 .default(default)
+                .report(false)
                 .interact_opt()
         })?;
-        answer.ok_or_else(|| cancelled().into())
+        let answer = answer.ok_or_else(cancelled)?;
+        self.answered(&theme, prompt, if answer { "yes" } else { "no" });
+        Ok(answer)
+    }
+
+    /// The answered prompt, as dialoguer's theme shows it (`✔ Prompt · answer`), but wrapped at
+    /// spaces: dialoguer's own line is cut wherever the terminal ends.
+    fn answered(&self, theme: &dialoguer::theme::ColorfulTheme, prompt: &str, answer: &str) {
+        let line = format!(
+            "{} {} {}",
+            theme.prompt_style.apply_to(prompt),
+            theme.success_suffix,
+            theme.values_style.apply_to(answer)
+        );
+        eprintln!("{}", wrapped(&theme.success_prefix.to_string(), &line));
+    }
+}
+
+/// The width human text is wrapped at: the terminal's, when stderr is one. Piped output (logs,
+/// scripts) is left alone, one message a line.
+fn terminal_width() -> Option<usize> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Term::stderr()
+        .size_checked()
+        .map(|(_, cols)| usize::from(cols))
+}
+
+/// `prefix` (a styled mark such as ✔, or nothing) and `msg`, wrapped to the terminal's width.
+pub fn wrapped(prefix: &str, msg: &str) -> String {
+    wrap_to(terminal_width(), prefix, msg)
+}
+
+/// Wrap each line of `msg` at spaces only, so a GUID, a path or a URL is never split (one longer
+/// than the line overflows whole rather than break). Continuation lines line up under the text:
+/// after the prefix, a line's own indentation, and a leading `• ` or `1. `.
+pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
+    let lead = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix} ")
+    };
+    let Some(width) = width.filter(|w| *w > 20) else {
+        return format!("{lead}{msg}");
+    };
+    let lead_width = console::measure_text_width(&lead);
+    let mut out = Vec::new();
+    for (i, line) in msg.split('\n').enumerate() {
+        let body = line.trim_start_matches(' ');
+        let indent = " ".repeat(line.len() - body.len());
+        let marker = bullet_width(body);
+        let first = if i == 0 {
+            format!("{lead}{indent}")
+        } else {
+            format!("{}{indent}", " ".repeat(lead_width))
+        };
+        let rest = format!("{}{indent}{}", " ".repeat(lead_width), " ".repeat(marker));
+        let options = textwrap::Options::new(width)
+            .break_words(false)
+            .word_separator(textwrap::WordSeparator::AsciiSpace)
+            .word_splitter(textwrap::WordSplitter::NoHyphenation)
+            .initial_indent(&first)
+            .subsequent_indent(&rest);
+        if body.is_empty() {
+            out.push(first.trim_end().to_string());
+        } else {
+            out.extend(
+                textwrap::wrap(body, options)
+                    .into_iter()
+                    .map(|l| l.into_owned()),
+            );
+        }
+    }
+    out.join("\n")
+}
+
+/// The width of a list marker (`• `, `12. `) opening a line, for hanging indentation.
+fn bullet_width(body: &str) -> usize {
+    if body.starts_with("• ") {
+        return 2;
+    }
+    let digits = body.chars().take_while(char::is_ascii_digit).count();
+    if digits > 0 && body[digits..].starts_with(". ") {
+        return digits + 2;
+    }
+    0
+}
+
+/// A line read key by key, drawn with dialoguer's theme: `Some(trimmed value)`, or `None` when
+/// Esc cancels it. dialoguer's own text prompts ignore Esc, which cancels its menus; the same key
+/// must do the same thing everywhere. A refused value shows the reason above the prompt, which is
+/// drawn again. `hidden`: nothing typed is shown, and the terminal's echo stays off throughout.
+fn read_line(
+    theme: &dialoguer::theme::ColorfulTheme,
+    prompt: &str,
+    default: Option<&str>,
+    hidden: bool,
+    validate: &dyn Fn(&str) -> Result<(), String>,
+) -> dialoguer::Result<Option<String>> {
+    use console::Key;
+    use dialoguer::theme::Theme as _;
+    let term = Term::stderr();
+    #[cfg(unix)]
+    let _echo = hidden.then(EchoOff::new);
+    let mut error_shown = false;
+    let to_io = |e: std::fmt::Error| std::io::Error::other(e);
+    loop {
+        let mut head = String::new();
+        if hidden {
+            theme.format_password_prompt(&mut head, prompt)
+        } else {
+            theme.format_input_prompt(&mut head, prompt, default)
+        }
+        .map_err(to_io)?;
+        term.write_str(&head)?;
+        term.flush()?;
+        let mut typed = zeroize::Zeroizing::new(String::new());
+        let shown = |typed: &str| {
+            console::measure_text_width(&head) + if hidden { 0 } else { typed.chars().count() }
+        };
+        loop {
+            match term.read_key()? {
+                Key::Escape => {
+                    clear_drawn(&term, shown(&typed), error_shown)?;
+                    return Ok(None);
+                }
+                Key::Enter => break,
+                Key::Backspace => {
+                    let before = shown(&typed);
+                    if typed.pop().is_some() && !hidden {
+                        clear_drawn(&term, before, false)?;
+                        term.write_str(&head)?;
+                        term.write_str(&typed)?;
+                    }
+                }
+                Key::Char(c) if !c.is_control() => {
+                    typed.push(c);
+                    if !hidden {
+                        term.write_str(c.encode_utf8(&mut [0; 4]))?;
+                    }
+                }
+                _ => {}
+            }
+            term.flush()?;
+        }
+        let value = match typed.trim() {
+            "" => default.unwrap_or_default().to_string(),
+            v => v.to_string(),
+        };
+        clear_drawn(&term, shown(&typed), error_shown)?;
+        match validate(&value) {
+            Ok(()) => return Ok(Some(value)),
+            Err(why) => {
+                let mut line = String::new();
+                theme.format_error(&mut line, &why).map_err(to_io)?;
+                term.write_line(&line)?;
+                error_shown = true;
+            }
+        }
+    }
+}
+
+/// Erase a prompt line of `width` columns (however many rows it wrapped onto), and the error
+/// line above it when there is one; the cursor ends where the prompt began.
+fn clear_drawn(term: &Term, width: usize, error_above: bool) -> std::io::Result<()> {
+    let cols = usize::from(term.size().1).max(1);
+    let extra_rows = width.saturating_sub(1) / cols;
+    term.clear_line()?;
+    for _ in 0..extra_rows + usize::from(error_above) {
+        term.move_cursor_up(1)?;
+        term.clear_line()?;
+    }
+    Ok(())
+}
+
+/// The terminal's echo off for a hidden prompt, put back on drop. console switches to raw mode
+/// only while it reads a key; between keys the line discipline would echo a fast paste.
+#[cfg(unix)]
+struct EchoOff(Option<libc::termios>);
+
+#[cfg(unix)]
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios value we own.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return EchoOff(None);
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            // SAFETY: restores the settings read from the same descriptor.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, t);
+            }
+        }
     }
 }
 
@@ -272,10 +468,11 @@ impl Spinner {
 
     /// Print a line above the spinner.
     pub fn println(&self, msg: impl AsRef<str>) {
+        let msg = wrapped("", msg.as_ref());
         if self.bar.is_hidden() {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{msg}");
         } else {
-            self.bar.println(msg.as_ref());
+            self.bar.println(msg);
         }
     }
 
@@ -290,5 +487,45 @@ impl Drop for Spinner {
             let _ = p.stop.send(());
         }
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap_to;
+
+    #[test]
+    fn wraps_at_spaces_and_never_inside_a_guid_or_a_url() {
+        let msg = "Profile 'default' already holds a key for app \
+                   3f2504e0-4f89-11d3-9a0c-0305e82c3301 (expires 2027-12-06); see \
+                   http://127.0.0.1:8401/v1.0/applications/removePassword";
+        let text = wrap_to(Some(40), "!", msg);
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 40 || !line.trim().contains(' '),
+                "{text}"
+            );
+        }
+        for whole in [
+            "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+            "2027-12-06);",
+            "http://127.0.0.1:8401/v1.0/applications/removePassword",
+        ] {
+            assert!(
+                text.lines().any(|l| l.contains(whole)),
+                "{whole} split:\n{text}"
+            );
+        }
+        assert!(
+            text.lines().skip(1).all(|l| l.starts_with("  ")),
+            "hangs under the text:\n{text}"
+        );
+    }
+
+    #[test]
+    fn bullets_hang_and_piped_output_is_left_alone() {
+        let text = wrap_to(Some(30), "", "  • one two three four five six seven eight");
+        assert_eq!(text, "  • one two three four five\n    six seven eight");
+        assert_eq!(wrap_to(None, "✔", "a b"), "✔ a b");
     }
 }

@@ -497,6 +497,34 @@ async fn exit_9_when_graph_keeps_failing() {
     assert_eq!(code, 9, "{err}");
 }
 
+/// Network down: not 12 s of silence then exit 9, but a line per retry at the default verbosity
+/// saying what does not answer and that the tool is trying again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_does_not_answer_is_named_while_retrying() {
+    let knobs = Knobs {
+        faults: vec![FaultRule {
+            route: "GET /v1.0/organization".into(),
+            first_n: 100,
+            kind: FaultKind::DropConnection,
+        }],
+        ..fast_knobs()
+    };
+    let (code, err, _) = init_exit(knobs, &[]).await;
+    assert_eq!(code, 9, "{err}");
+    let retries: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("Microsoft Graph") && l.contains("retrying"))
+        .collect();
+    assert!(
+        !retries.is_empty(),
+        "the retries are shown without -v:\n{err}"
+    );
+    assert!(
+        retries[0].contains("attempt 2"),
+        "from the first failed attempt on: {retries:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn automation_identity_onboards_and_rotates_with_its_secret_from_the_environment() {
     let emu = emulator(fast_knobs()).await;

@@ -67,7 +67,7 @@ async fn check_exit_codes_follow_the_key() {
     );
     let soon = cli.run(&check(&[]), "").await;
     assert_eq!(code(&soon), 10, "expiring in 10 days: {}", stderr(&soon));
-    assert_eq!(json(&soon)["days_left"], 9);
+    assert_eq!(json(&soon)["days_left"], 10, "ten days out reads as 10");
     assert_eq!(
         code(&cli.run(&check(&["--warn-days", "5"]), "").await),
         0,
@@ -400,13 +400,14 @@ async fn remove_revoke_deletes_the_key_and_forgets_the_profile() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
-    // --non-interactive is the caller's consent, as --yes is.
+    // --non-interactive only says "never prompt"; the consent is --yes (issue 12.2).
     let out = cli
         .run(
             &[
                 "remove",
                 "--revoke",
                 "--non-interactive",
+                "--yes",
                 "--json",
                 "--auth",
                 "device-code",
@@ -829,4 +830,173 @@ async fn rotating_one_profile_never_removes_a_key_another_profile_holds() {
     assert!(stderr(&out).contains("profile 'b'"), "{}", stderr(&out));
     let out = cli.run(&["check", "--profile", "b"], "").await;
     assert_eq!(code(&out), 0, "b's key still works: {}", stderr(&out));
+}
+
+/// The file store is announced once, at `init`, in words that say what happened; `show`,
+/// `check` and `rotate` on that profile say nothing about it. Passing `--store file` is
+/// no news, so it is not repeated back either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_store_is_announced_once_at_init_when_it_is_news() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu); // CSP_ONBOARD_STORE=file: the environment chose it
+    let init = ["init", "--non-interactive", "--auth", "device-code"];
+    let out = cli.run(&init, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("The profile keeps its secret in the file store"),
+        "{}",
+        stderr(&out)
+    );
+    for args in [
+        &["show", "--reveal"][..],
+        &["check"],
+        &["rotate", "--non-interactive", "--auth", "device-code"],
+    ] {
+        let out = cli.run(args, "").await;
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("file store"),
+            "{args:?} repeats the store notice: {}",
+            stderr(&out)
+        );
+    }
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+                "--store",
+                "file",
+                "--profile",
+                "asked",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("file store"), "{}", stderr(&out));
+}
+
+/// A key made a moment ago for one year has 365 days left, as a person counts them from its
+/// date, not 364 because a few seconds have passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_counts_the_days_left_of_a_fresh_one_year_key_as_365() {
+    let (_emu, cli, doc) = onboarded(fast_knobs()).await;
+    let end = OffsetDateTime::parse(
+        doc["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expected = (end.date() - OffsetDateTime::now_utc().date()).whole_days();
+    assert_eq!(expected, 365, "init's default is a one-year key");
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["days_left"], 365);
+    let out = cli.run(&["check"], "").await;
+    assert!(stderr(&out).contains("365 days left"), "{}", stderr(&out));
+    let out = cli.run(&["list"], "").await;
+    assert!(stdout(&out).contains(" 365"), "{}", stdout(&out));
+}
+
+const GLOBAL_FLAGS: [&str; 7] = [
+    "--profile",
+    "--cloud",
+    "--non-interactive",
+    "--json",
+    "--store",
+    "--verbose",
+    "--quiet",
+];
+
+fn help_of(args: &[&str]) -> String {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `init -h` interleaved the global options with init's own: they come last, under their own
+/// heading, in every subcommand's help.
+#[test]
+fn every_subcommand_help_lists_its_own_options_first_and_the_global_ones_last() {
+    for sub in ["init", "rotate", "show", "check", "remove"] {
+        let help = help_of(&[sub, "-h"]);
+        let global = help
+            .find("\nGlobal options:\n")
+            .unwrap_or_else(|| panic!("{sub} -h has a Global options heading:\n{help}"));
+        for flag in GLOBAL_FLAGS {
+            let at = help
+                .find(&format!(" {flag}"))
+                .unwrap_or_else(|| panic!("{sub} -h lists {flag}:\n{help}"));
+            assert!(at > global, "{sub} -h: {flag} before the heading:\n{help}");
+        }
+        let own = help.find("\nOptions:\n").expect("an Options heading");
+        assert!(own < global, "{sub} -h: its own options first:\n{help}");
+    }
+}
+
+/// `list` lists every profile: it does not offer a `--profile` it would ignore.
+#[test]
+fn list_help_does_not_offer_profile() {
+    for h in ["-h", "--help"] {
+        let help = help_of(&["list", h]);
+        assert!(!help.contains("--profile"), "list {h}:\n{help}");
+    }
+}
+
+/// The man page is one page with every subcommand's options (it pointed to csp-onboard-init(1)
+/// pages that do not exist), and its example lines are kept as written, not filled into prose.
+#[test]
+fn the_man_page_documents_every_subcommand_and_keeps_the_examples_whole() {
+    let out = std::process::Command::new(bin())
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let roff = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!roff.contains("csp-onboard-init(1)"), "no missing pages");
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("csp-onboard.1");
+    std::fs::write(&page, &out.stdout).unwrap();
+    let rendered = std::process::Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .expect("man(1) renders the page");
+    assert!(rendered.status.success());
+    let text = String::from_utf8_lossy(&rendered.stdout).replace('\u{2010}', "-");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for (sub, flag) in [
+        ("init", "--verify-timeout"),
+        ("init", "--app-secret-stdin"),
+        ("rotate", "--if-expiring-within"),
+        ("show", "--reveal"),
+        ("check", "--warn-days"),
+        ("remove", "--revoke"),
+        ("emulator", "--auto-approve"),
+    ] {
+        assert!(
+            lines.iter().any(|l| *l == format!("csp-onboard {sub}")),
+            "a section for {sub}:\n{text}"
+        );
+        assert!(text.contains(flag), "{sub}'s {flag} is documented:\n{text}");
+    }
+    for example in [
+        "csp-onboard init --non-interactive --tenant contoso.onmicrosoft.com --secret-years 1 --json",
+        "csp-onboard check --warn-days 45 --json   # for cron and monitoring",
+        "printf '%s\\n' \"$SECRET\" | csp-onboard init --non-interactive --tenant <tenant-id> \\",
+        "--auth client-secret --client-id <automation-app-id> --json",
+    ] {
+        assert!(
+            lines.contains(&example),
+            "the example line is whole: {example}\n{text}"
+        );
+    }
 }

@@ -102,6 +102,22 @@ impl Screen {
         term.screen().contents()
     }
 
+    /// Every line the whole run put on a terminal `cols` wide (a screen tall enough that nothing
+    /// scrolls away), each with whether the terminal had to wrap it onto the next row.
+    fn rows_at(&self, cols: u16) -> Vec<(String, bool)> {
+        let size = |n| std::num::NonZeroU16::new(n).expect("a window is not empty");
+        let mut term = vt100::Parser::new(size(2000), size(cols), 0);
+        term.process(utf8(&self.seen).as_bytes());
+        let screen = term.screen();
+        let rows: Vec<String> = screen.rows(0, cols).collect();
+        let last = rows.iter().rposition(|r| !r.trim().is_empty()).unwrap_or(0);
+        rows.into_iter()
+            .take(last + 1)
+            .enumerate()
+            .map(|(i, r)| (r, screen.row_wrapped(i as u16)))
+            .collect()
+    }
+
     /// Read to the end and reap the process: (exit code, full transcript, decoded).
     fn finish(mut self) -> (i32, String) {
         match self.session.exp_eof() {
@@ -716,6 +732,136 @@ async fn ctrl_c_at_the_secret_prompt_exits_130() {
     })
     .await;
     assert_eq!(exit, 130, "{screen}");
+    let out = cli.run(&["show", "--json"], "").await;
+    assert_eq!(code(&out), 8, "nothing stored: {}", stderr(&out));
+}
+
+/// Found at 100 columns: `(expires 2027-12-` / `06).`. Human text is wrapped at spaces to the
+/// window's width, so the terminal never has to break a line itself, and a GUID stays whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_80_column_window_wraps_at_spaces_and_never_splits_a_guid() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = cli_for(&emu);
+    let (exit, screen) = in_pty(wizard_command_in(&cli, &["init"], CLASSIC), |s| {
+        s.expect(MENU);
+        s.expect("Capture an app");
+        s.keys(ENTER);
+        s.expect(LIFETIME);
+        s.expect("2 years");
+        s.keys(ENTER);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Name of the new web app");
+        s.keys(ENTER);
+        s.expect("Done. Your Partner Center web app:");
+        s.expect("replaces it before it expires.");
+        let rows = s.rows_at(CLASSIC.cols);
+        let shown: Vec<&str> = rows.iter().map(|(r, _)| r.as_str()).collect();
+        println!(
+            "--- the wizard at 80 columns ---\n{}\n---",
+            shown.join("\n")
+        );
+        let broken: Vec<&str> = rows
+            .iter()
+            .filter(|(_, wrapped)| *wrapped)
+            .map(|(r, _)| r.as_str())
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "lines the terminal had to break at 80 columns: {broken:#?}\n{}",
+            shown.join("\n")
+        );
+        let guid = split_guids(&shown);
+        assert!(guid.is_empty(), "GUIDs split across lines: {guid:?}");
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
+    let p = show(&cli).await;
+    for id in [&p["app_id"], &p["tenant_id"]] {
+        let id = id.as_str().expect("an ID");
+        assert!(screen.contains(id), "{id} is shown whole:\n{screen}");
+    }
+}
+
+/// Pieces of a GUID cut by a line end: a row ending in hex and dashes that is not a whole GUID,
+/// or a row starting with the rest of one.
+fn split_guids(rows: &[&str]) -> Vec<String> {
+    let guidish = |w: &str| {
+        w.len() >= 4 && w.contains('-') && w.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+    };
+    let token = |w: &str| {
+        w.trim_matches(|c: char| !c.is_ascii_hexdigit() && c != '-')
+            .to_string()
+    };
+    let mut found = Vec::new();
+    for pair in rows.windows(2) {
+        let end = pair[0]
+            .split_whitespace()
+            .last()
+            .map(token)
+            .unwrap_or_default();
+        let start = pair[1]
+            .split_whitespace()
+            .next()
+            .map(token)
+            .unwrap_or_default();
+        if guidish(&end)
+            && uuid::Uuid::try_parse(&end).is_err()
+            && uuid::Uuid::try_parse(&format!("{end}{start}")).is_ok()
+        {
+            found.push(format!("{end}|{start}"));
+        }
+    }
+    found
+}
+
+const ESC: &str = "\x1b";
+
+/// Esc cancels the menus; it must cancel the text prompts too (a typed line and a hidden
+/// secret), with exit 130 and nothing stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn esc_cancels_a_text_prompt_and_the_secret_prompt_with_exit_130() {
+    let emu = emulator(fast_knobs()).await;
+    let (app_id, _, _) = emu.portal_create_app("Made in Partner Center");
+    let cli = cli_for(&emu);
+    let tenant = emu.tenant_id();
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), |s| {
+        s.expect(MENU);
+        s.expect("Capture an app");
+        s.keys(DOWN);
+        s.keys(DOWN);
+        s.keys(ENTER);
+        s.expect("Partner tenant (tenant ID or domain)");
+        s.keys("half-typed");
+        s.keys(ESC);
+        s.expect("Cancelled.");
+    })
+    .await;
+    assert_eq!(exit, 130, "{screen}");
+
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
+        s.expect(MENU);
+        s.expect("Capture an app");
+        s.keys(DOWN);
+        s.keys(DOWN);
+        s.keys(ENTER);
+        s.expect("Partner tenant (tenant ID or domain)");
+        s.answer(&tenant);
+        s.expect("App ID (from App management)");
+        s.answer(&app_id);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Paste the app's secret value");
+        s.keys("not-all-of-it");
+        s.keys(ESC);
+        s.expect("Cancelled.");
+    })
+    .await;
+    assert_eq!(exit, 130, "{screen}");
+    assert!(
+        !screen.contains("not-all-of-it"),
+        "hidden input stays hidden:\n{screen}"
+    );
     let out = cli.run(&["show", "--json"], "").await;
     assert_eq!(code(&out), 8, "nothing stored: {}", stderr(&out));
 }

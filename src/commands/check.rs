@@ -20,7 +20,7 @@ struct Drift {
 
 pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let mut p = ctx.require_profile()?;
-    let cloud = ctx.cloud(Some(&p));
+    let cloud = ctx.cloud(Some(&p))?;
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud, Some(&p)).await?;
     let secret = ctx.stored_secret(&secrets, &p).await?;
@@ -56,9 +56,13 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
         p = fresh;
     }
     let left = p.secret_expires.map(days_left);
+    // Expired is a matter of the instant; days left is for reading.
+    let past = p
+        .secret_expires
+        .is_some_and(|e| e <= time::OffsetDateTime::now_utc());
     let (exit, status, problem) = match &result {
         Ok(_) => match left {
-            Some(d) if d < 0 => (
+            _ if past => (
                 Exit::Expired,
                 "expired",
                 Some("the key has expired".to_string()),

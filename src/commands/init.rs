@@ -28,7 +28,7 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     validate_flags(&args)?;
     let _lock = ctx.meta.lock(&ctx.profile)?;
     let existing = ctx.meta.load(&ctx.profile)?;
-    let cloud = ctx.cloud(existing.as_ref());
+    let cloud = ctx.cloud(existing.as_ref())?;
     if let Some(p) = existing.as_ref()
         && p.holds_key()
     {
@@ -636,7 +636,7 @@ async fn onboard(
         meta: &ctx.meta,
         verify: verify_options(args.verify_timeout),
     };
-    let end = OffsetDateTime::now_utc() + Duration::days(days);
+    let end = crate::input::days_from_now(days, "the key lifetime")?;
     engine
         .replace_key(&mut p, end, &crate::rotation::Retirement::default())
         .await?;
@@ -751,12 +751,9 @@ impl AppMarker {
 
     fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
         let dir = path.parent().expect("a file in a directory");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        crate::store::ensure_private_dir(dir)
+            .and_then(|()| crate::store::write_private_file(path, &serde_json::to_vec(self)?))
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 

@@ -3,6 +3,7 @@
 mod check;
 mod init;
 mod list;
+mod man;
 mod remove;
 mod rotate;
 mod show;
@@ -29,10 +30,8 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
             return Ok(Exit::Success);
         }
         Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(crate::cli::Cli::command()).render(&mut out)?;
             use std::io::Write;
-            std::io::stdout().write_all(&out)?;
+            std::io::stdout().write_all(&man::page()?)?;
             return Ok(Exit::Success);
         }
         Command::Emulator(args) => {
@@ -46,12 +45,28 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
         Command::Init(args) => init::run(&mut ctx, args).await,
         Command::Rotate(args) => rotate::run(&mut ctx, args).await,
         Command::Show(args) => show::run(&ctx, args).await,
-        Command::List => list::run(&ctx).await,
+        Command::List(_) => list::run(&ctx).await,
         Command::Check(args) => check::run(&mut ctx, args).await,
         Command::Remove(args) => remove::run(&mut ctx, args).await,
         Command::Usage(args) => usage::run(&mut ctx, args).await,
         Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
     }
+}
+
+/// Every `CSP_ONBOARD_*` variable that is set must be readable: a non-UTF-8 value would
+/// otherwise count as unset, and e.g. turn a capture (with `CSP_ONBOARD_APP_SECRET`) into a
+/// sign-in and a new key the user did not ask for. Exit 2, naming the variable, never its value.
+pub fn check_environment() -> Result<(), UserError> {
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CSP_ONBOARD_") && value.to_str().is_none() {
+            return Err(UserError::usage(format!(
+                "{name} is set, but its value is not valid UTF-8"
+            ))
+            .hint(format!("set {name} to a readable value, or unset it")));
+        }
+    }
+    Ok(())
 }
 
 /// What every profile command needs: the terminal, the profile name, the stores, the endpoints.
@@ -70,19 +85,28 @@ pub struct Ctx {
 
 impl Ctx {
     fn new(g: &crate::cli::GlobalArgs) -> anyhow::Result<Ctx> {
-        store::validate_profile_name(&g.profile)?;
+        let cloud_flag = g.cloud.map(|c| match c {
+            CloudArg::Global => Cloud::Global,
+            CloudArg::Usgov => Cloud::Usgov,
+            CloudArg::China => Cloud::China,
+            CloudArg::Emulator => Cloud::Emulator,
+            CloudArg::Custom => Cloud::Custom,
+        });
+        // The emulator demo has a profile of its own: `default` stays free for the real tenant.
+        let profile = g.profile.clone().unwrap_or_else(|| {
+            if cloud_flag == Some(Cloud::Emulator) {
+                DEMO_PROFILE.to_string()
+            } else {
+                "default".to_string()
+            }
+        });
+        store::validate_profile_name(&profile)?;
         let data_dir = store::data_dir()?;
         let meta = MetaStore::open(&data_dir)?;
         Ok(Ctx {
             ui: Ui::new(g.json, g.quiet, g.verbose, g.non_interactive),
-            profile: g.profile.clone(),
-            cloud_flag: g.cloud.map(|c| match c {
-                CloudArg::Global => Cloud::Global,
-                CloudArg::Usgov => Cloud::Usgov,
-                CloudArg::China => Cloud::China,
-                CloudArg::Emulator => Cloud::Emulator,
-                CloudArg::Custom => Cloud::Custom,
-            }),
+            profile,
+            cloud_flag,
             store_flag: g.store.map(|s| match s {
                 StoreArg::Keychain => StoreKind::Keychain,
                 StoreArg::File => StoreKind::File,
@@ -101,11 +125,61 @@ impl Ctx {
         })
     }
 
-    /// The cloud: the flag, else the stored profile's, else global.
-    pub fn cloud(&self, existing: Option<&Profile>) -> Cloud {
-        self.cloud_flag
-            .or(existing.map(|p| p.cloud))
-            .unwrap_or(Cloud::Global)
+    /// The cloud: a stored profile's own, else the flag, else global. A profile belongs to its
+    /// cloud, and a `custom` one to the endpoints it was made with: another cloud or other
+    /// endpoints (by flag or environment) are refused here, before any request, so that a
+    /// stored secret never goes where the environment happens to point.
+    pub fn cloud(&self, existing: Option<&Profile>) -> anyhow::Result<Cloud> {
+        let Some(p) = existing else {
+            return Ok(self.cloud_flag.unwrap_or(Cloud::Global));
+        };
+        if let Some(flag) = self.cloud_flag
+            && flag != p.cloud
+        {
+            let given = if std::env::args().any(|a| a == "--cloud" || a.starts_with("--cloud=")) {
+                format!("--cloud {}", flag.as_str())
+            } else {
+                format!("CSP_ONBOARD_CLOUD={}", flag.as_str())
+            };
+            return Err(UserError::usage(format!(
+                "profile '{}' belongs to the {} cloud; {given} would send its secret elsewhere",
+                p.profile,
+                p.cloud.as_str()
+            ))
+            .hint(format!(
+                "leave out --cloud and unset CSP_ONBOARD_CLOUD for this profile, or use another --profile for the {} cloud",
+                flag.as_str()
+            ))
+            .into());
+        }
+        if p.cloud == Cloud::Custom
+            && let Some(bound) = &p.endpoints
+        {
+            let here = store::BoundEndpoints::of(&Endpoints::custom_from_env()?);
+            for (var, made, now) in [
+                (
+                    crate::cloud::ENV_AUTHORITY,
+                    &bound.authority,
+                    &here.authority,
+                ),
+                (crate::cloud::ENV_GRAPH, &bound.graph, &here.graph),
+                (
+                    crate::cloud::ENV_PARTNER_CENTER,
+                    &bound.partner_center,
+                    &here.partner_center,
+                ),
+            ] {
+                if made != now {
+                    return Err(UserError::usage(format!(
+                        "profile '{}' was made with {var}={made}, not {now}; its secret is not sent to other endpoints",
+                        p.profile
+                    ))
+                    .hint(format!("set {var} back to {made}, or use another --profile for these endpoints"))
+                    .into());
+                }
+            }
+        }
+        Ok(p.cloud)
     }
 
     /// A profile that must exist (exit 8 otherwise).
@@ -126,11 +200,15 @@ impl Ctx {
     /// with its state kept in the data directory so that a second run sees the first's app.
     pub async fn endpoints(&mut self, cloud: Cloud) -> anyhow::Result<Endpoints> {
         match cloud {
-            Cloud::Custom => Ok(Endpoints::custom_from_env()?),
+            Cloud::Custom => {
+                let ep = Endpoints::custom_from_env()?;
+                self.meta.bind_custom_endpoints(&ep);
+                Ok(ep)
+            }
             Cloud::Emulator => {
                 if self.emulator.is_none() {
                     let dir = self.data_dir.join("emulator");
-                    std::fs::create_dir_all(&dir)
+                    store::ensure_private_dir(&dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                     let config = EmulatorConfig {
                         state_file: Some(dir.join("state.json")),
@@ -175,12 +253,18 @@ impl Ctx {
                 WaitReason::Replication => "waiting for replication in",
                 WaitReason::Propagation => "secret not accepted yet by",
             };
-            ui.detail(format!(
+            let line = format!(
                 "{why} {}; retrying in {:.1} s (attempt {})",
                 n.service,
                 n.delay.as_secs_f64(),
                 n.attempt
-            ));
+            );
+            // A service that does not answer is news at any verbosity: silence looks like a hang.
+            if n.reason == WaitReason::Transient && !ui.quiet {
+                ui.warn(line);
+            } else {
+                ui.detail(line);
+            }
         })))
     }
 
@@ -233,19 +317,31 @@ impl Ctx {
             (None, Some(p)) => p.store,
             (None, None) => self.store_env.unwrap_or(StoreKind::Keychain),
         };
-        let (secrets, notice) = store::open_secrets_async(kind, cloud).await?;
+        // A profile whose secret is in the keychain: a locked keychain is said as such, never
+        // hidden behind the emulator's file fallback ("no secret is stored", then a silent move).
+        let stored = existing.filter(|p| p.store == kind && kind == StoreKind::Keychain);
+        let (secrets, notice) = store::open_secrets_async(kind, cloud, stored.is_some())
+            .await
+            .map_err(|e| match stored {
+                Some(p) => anyhow::Error::from(e.to_user_error_for_stored(&p.profile)),
+                None => e.into(),
+            })?;
         if let Some(n) = notice {
             self.ui.warn(n);
-        } else if kind == StoreKind::File {
-            // The file store is never a silent choice: say where the secret goes.
+        } else if kind == StoreKind::File && existing.is_none() && self.store_flag.is_none() {
+            // The file store is never a silent choice: a new profile that got it from
+            // CSP_ONBOARD_STORE hears it once. Later commands use the profile's own store.
             self.ui.info(format!(
-                "Using the file store (--store file): secrets go to 0600 files, e.g. {}",
+                "The profile keeps its secret in the file store ({}, readable only by you).",
                 secrets.describe(&self.profile)
             ));
         }
         Ok(secrets)
     }
 }
+
+/// The profile of the emulator demo when no --profile is given.
+pub const DEMO_PROFILE: &str = "emulator";
 
 /// The in-process emulator behaves like a real tenant, but nobody is there to approve a device
 /// code on its web page, so it approves after the first poll.
@@ -271,9 +367,11 @@ pub fn rfc3339(t: Option<time::OffsetDateTime>) -> Option<String> {
     })
 }
 
-/// Days from now until `t` (negative when past).
+/// Days from today until `t`'s date (UTC), negative when past: counted as a person reads
+/// "expires 2027-12-06", so a fresh one-year key has 365 days left, not 364 and some hours.
 pub fn days_left(t: time::OffsetDateTime) -> i64 {
-    (t - time::OffsetDateTime::now_utc()).whole_days()
+    let today = time::OffsetDateTime::now_utc().date();
+    (t.to_offset(time::UtcOffset::UTC).date() - today).whole_days()
 }
 
 /// The profile as `show --json` documents it.

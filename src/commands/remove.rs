@@ -8,33 +8,37 @@ use crate::signin;
 use crate::store::Slot;
 
 pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
+    // Found first, locked second: a name that is not a profile leaves nothing behind (no lock file).
+    ctx.require_profile()?;
     let _lock = ctx.meta.lock(&ctx.profile)?;
     let p = ctx.require_profile()?;
-    // Confirmed by --yes, or by --non-interactive (the caller chose not to be asked); a run
-    // that merely has no terminal has confirmed nothing.
-    if !args.yes && !ctx.ui.non_interactive_requested {
-        if !ctx.ui.interactive && args.revoke {
-            return Err(UserError::usage(
-                "--revoke deletes a key from the app and needs confirmation",
-            )
-            .hint("pass --yes (or --non-interactive) to confirm without a terminal")
-            .into());
+    // The profile may hold the only copy of its secret: forgetting it is confirmed, at a
+    // terminal by a question, otherwise by --yes (--non-interactive alone confirms nothing).
+    if !args.yes {
+        if !ctx.ui.interactive {
+            let what = if args.revoke {
+                "--revoke deletes a key from the app and forgets the profile's secret"
+            } else {
+                "remove forgets the profile and its secret, which may be the only copy"
+            };
+            return Err(UserError::usage(format!("{what}; it needs confirmation"))
+                .hint("pass --yes to confirm without a terminal")
+                .into());
         }
         let what = if args.revoke {
             "forget it and delete its key from the app"
         } else {
             "forget it (the key stays on the app)"
         };
-        if ctx.ui.interactive
-            && !ctx
-                .ui
-                .confirm(&format!("Profile '{}': {what}?", p.profile), false)?
+        if !ctx
+            .ui
+            .confirm(&format!("Profile '{}': {what}?", p.profile), false)?
         {
             ctx.ui.info("Nothing changed.");
             return Ok(Exit::Success);
         }
     }
-    let cloud = ctx.cloud(Some(&p));
+    let cloud = ctx.cloud(Some(&p))?;
     if args.revoke {
         let ep = ctx.endpoints(cloud).await?;
         let http = ctx.http()?;
@@ -55,14 +59,21 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
                     .id
             }
         };
-        // Every key the profile knows: current, pending (by ID or by its unique name), kept.
-        let mut keys: Vec<String> = p
+        // Every key the profile knows, once each: current, kept, and an unfinished rotation's
+        // new key (by ID or by its unique name) and old key (not yet removed when it stopped).
+        let mut keys: Vec<String> = Vec::new();
+        let pending = p.pending.as_ref();
+        for k in p
             .key_id
             .iter()
-            .chain(p.pending.as_ref().and_then(|r| r.key_id.as_ref()))
+            .chain(pending.and_then(|r| r.key_id.as_ref()))
+            .chain(pending.and_then(|r| r.old_key_id.as_ref()))
             .chain(p.retiring.iter().map(|r| &r.key_id))
-            .cloned()
-            .collect();
+        {
+            if !keys.iter().any(|seen| seen.eq_ignore_ascii_case(k)) {
+                keys.push(k.clone());
+            }
+        }
         let names: Vec<&str> = p
             .pending
             .iter()
@@ -76,7 +87,7 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
                 if c.display_name
                     .as_deref()
                     .is_some_and(|n| names.contains(&n))
-                    && !keys.contains(&c.key_id)
+                    && !keys.iter().any(|k| k.eq_ignore_ascii_case(&c.key_id))
                 {
                     keys.push(c.key_id);
                 }
@@ -95,6 +106,10 @@ pub async fn run(ctx: &mut Ctx, args: RemoveArgs) -> anyhow::Result<Exit> {
             graph.remove_password(&object_id, &k).await?;
             ctx.ui.done(format!("Deleted key {k} from the app"));
         }
+        ctx.ui.info(format!(
+            "The app registration {} stays in the tenant (only keys were deleted); delete it in the Entra admin center > App registrations once no tool uses it.",
+            p.app_id
+        ));
     } else if let Some(k) = &p.key_id {
         ctx.ui.warn(format!(
             "The key {k} stays on app {} and keeps working for whoever holds it; `csp-onboard remove --revoke` (before forgetting) or the portal deletes it.",

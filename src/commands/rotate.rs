@@ -12,8 +12,8 @@ use crate::signin;
 use crate::store::{MetaStore, Profile, Secrets};
 use crate::ui::Ui;
 use anyhow::Context as _;
-use futures_util::StreamExt as _;
-use time::{Duration, OffsetDateTime};
+use futures_util::{FutureExt as _, StreamExt as _};
+use time::OffsetDateTime;
 
 /// What a rotation is asked to do, from `rotate` or from `init` on an existing profile.
 pub struct Request<'a> {
@@ -119,7 +119,7 @@ async fn open_session(
     sign_in: &SignInArgs,
     read_policy: bool,
 ) -> anyhow::Result<Session> {
-    let cloud = ctx.cloud(Some(p));
+    let cloud = ctx.cloud(Some(p))?;
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud, Some(p)).await?;
     let http = ctx.http()?;
@@ -182,7 +182,7 @@ pub async fn rotate_profile(
     let mut s = open_session(ctx, &p, req.sign_in, req.dry_run).await?;
     let years = req.years.or_else(|| previous_years(&p));
     let days = lifetime_days(s.policy.as_ref(), years)?;
-    let end = OffsetDateTime::now_utc() + Duration::days(days);
+    let end = crate::input::days_from_now(days, "the key lifetime")?;
     if req.dry_run {
         return dry_run(ctx, &s, &p, end, &req.retirement).await;
     }
@@ -207,7 +207,7 @@ pub async fn rotate_profile(
             ctx.ui.info(format!(
                 "The tenant's policy refuses that lifetime; making a key of {days} days instead."
             ));
-            let end = OffsetDateTime::now_utc() + Duration::days(days);
+            let end = crate::input::days_from_now(days, "the key lifetime")?;
             engine(&ctx.ui, &s, &ctx.meta, req.verify_timeout)
                 .replace_key(&mut p, end, &req.retirement)
                 .await
@@ -434,7 +434,7 @@ async fn rotate_all(
                 continue;
             }
         };
-        let end = OffsetDateTime::now_utc() + Duration::days(days);
+        let end = crate::input::days_from_now(days, "the key lifetime")?;
         let spin = ctx.ui.spinner(format!(
             "Rotating {} profiles of tenant {}…",
             group.len(),
@@ -444,7 +444,11 @@ async fn rotate_all(
         let eng = &eng;
         let results: Vec<Row> = futures_util::stream::iter(group)
             .map(|mut p| async move {
-                let r = eng.replace_key(&mut p, end, &req.retirement).await;
+                // A bug in one profile's rotation must not take the batch (and its table) down.
+                let r = std::panic::AssertUnwindSafe(eng.replace_key(&mut p, end, &req.retirement))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error while rotating")));
                 Row {
                     profile: p.profile.clone(),
                     result: match r {

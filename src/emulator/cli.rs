@@ -5,6 +5,9 @@ use super::{Emulator, EmulatorConfig, FaultKind, FaultRule, Knobs, ThrottleRule,
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Longest injected delay (one hour): enough for any test, and no overflow when added to a clock.
+const MAX_DELAY_MS: u64 = 3_600_000;
+
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct EmulatorArgs {
     /// First of three consecutive ports (sign-in, Graph, Partner Center); 0 picks free ports.
@@ -14,13 +17,13 @@ pub struct EmulatorArgs {
     #[arg(long = "state", value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Delay added to every request, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub latency_ms: u64,
     /// How long a new app or service principal stays invisible (404, AADSTS700016), in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub replication_delay_ms: u64,
     /// How long a new secret is refused (AADSTS7000215), in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub propagation_delay_ms: u64,
     /// Answer 429 with Retry-After to requests whose "METHOD /path" contains ROUTE, the first
     /// FIRST_N times (default 1). Repeatable. Example: --throttle "POST /v1.0/applications=2:3"
@@ -31,7 +34,7 @@ pub struct EmulatorArgs {
     #[arg(long = "fail", value_name = "ROUTE=STATUS|drop[:FIRST_N]", value_parser = parse_fault)]
     pub fail: Vec<FaultRule>,
     /// Tenant policy: secrets may live at most this many days.
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub max_secret_lifetime_days: Option<u64>,
     /// Tenant policy: no password credentials at all.
     #[arg(long)]
@@ -55,7 +58,7 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
     pub auto_approve: Option<u32>,
     /// Device-code polling interval in seconds (Entra: 5).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub device_code_interval: Option<u64>,
     /// Write the request log to FILE (replaced at start) as JSON lines (seq, start time in Unix ms, service, method,
     /// path with credentials masked, status), flushed every 20 ms and at exit. For benchmarks and

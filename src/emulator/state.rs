@@ -367,35 +367,13 @@ impl Data {
         Ok(Some(data))
     }
 
-    /// Atomic replace (temp file + rename), mode 0600: the file holds fake but working secrets.
+    /// Atomic replace through the one private writer (0600 file, 0700 new directories): the file
+    /// holds fake but working secrets.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         use anyhow::Context;
-        use std::io::Write;
         let bytes = serde_json::to_vec_pretty(self)?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "state.json".to_string());
-        let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-        Ok(())
+        crate::store::write_private_file(path, &bytes)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Drop grants that can no longer be used, so the state file does not grow forever.

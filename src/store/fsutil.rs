@@ -31,6 +31,44 @@ pub(crate) fn ensure_owner_only_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Refuse a data directory that belongs to another user or that others may write to: whoever can
+/// write there can replace a profile (and so choose where its secret is sent) or plant files.
+pub(crate) fn refuse_shared_dir(dir: &Path) -> Result<(), crate::exit::UserError> {
+    #[cfg(unix)]
+    {
+        use crate::exit::{Exit, UserError};
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(dir).map_err(|e| {
+            UserError::new(Exit::Failure, format!("cannot read {}: {e}", dir.display()))
+        })?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(UserError::new(
+                Exit::Failure,
+                format!(
+                    "the data directory {} belongs to another user (uid {}), not to you (uid {me})",
+                    dir.display(),
+                    meta.uid()
+                ),
+            )
+            .hint("use a directory of your own: set CSP_ONBOARD_DATA_DIR, or fix its owner"));
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(UserError::new(
+                Exit::Failure,
+                format!(
+                    "the data directory {} is writable by other users (mode {mode:o})",
+                    dir.display()
+                ),
+            )
+            .hint(format!("run `chmod 700 {}`", dir.display())));
+        }
+    }
+    Ok(())
+}
+
 /// Replace `path` with `bytes` so that a reader (or a crash) sees either the old or the new
 /// content, never a torn file: write a 0600 temp file in the same directory, fsync it, rename it
 /// over `path`, then fsync the directory so the rename itself survives a power cut.
@@ -105,6 +143,20 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["x.json".to_string()]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_in_place_of_the_file_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"theirs").unwrap();
+        let p = dir.path().join("x.json");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        write_atomic(&p, b"ours").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"theirs");
+        assert!(!fs::symlink_metadata(&p).unwrap().is_symlink());
+        assert_eq!(mode_of(&p).unwrap(), 0o600);
     }
 
     #[cfg(unix)]

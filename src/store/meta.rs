@@ -54,6 +54,28 @@ pub struct Profile {
     /// showed yet (Graph's replicas lag): the next rotation looks for them and removes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sweep_key_names: Vec<String>,
+    /// For the `custom` cloud: the endpoints the profile was made with. Its secret is never
+    /// sent anywhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<BoundEndpoints>,
+}
+
+/// The base URLs a `custom` profile belongs to.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BoundEndpoints {
+    pub authority: String,
+    pub graph: String,
+    pub partner_center: String,
+}
+
+impl BoundEndpoints {
+    pub fn of(ep: &crate::cloud::Endpoints) -> BoundEndpoints {
+        BoundEndpoints {
+            authority: ep.authority.to_string(),
+            graph: ep.graph.to_string(),
+            partner_center: ep.partner_center.to_string(),
+        }
+    }
 }
 
 impl Profile {
@@ -85,6 +107,7 @@ impl Profile {
             pending: None,
             retiring: Vec::new(),
             sweep_key_names: Vec::new(),
+            endpoints: None,
         }
     }
 
@@ -162,6 +185,8 @@ pub fn validate_profile_name(name: &str) -> Result<(), UserError> {
 #[derive(Debug, Clone)]
 pub struct MetaStore {
     dir: PathBuf,
+    /// The `custom` endpoints of this run, recorded in a custom profile on its first save.
+    custom: Option<BoundEndpoints>,
 }
 
 impl MetaStore {
@@ -170,7 +195,7 @@ impl MetaStore {
         let dir = data_dir.join("profiles");
         fsutil::ensure_owner_only_dir(&dir)
             .with_context(|| format!("cannot create the profile directory {}", dir.display()))?;
-        Ok(MetaStore { dir })
+        Ok(MetaStore { dir, custom: None })
     }
 
     /// The directory holding the profile files.
@@ -187,16 +212,32 @@ impl MetaStore {
         validate_profile_name(profile)?;
         let path = self.path(profile);
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(parse(&path, &bytes)?)),
+            Ok(bytes) => Ok(Some(parse(&path, profile, &bytes)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+
+    /// This run's `custom` endpoints: a custom profile saved without endpoints records them,
+    /// so it belongs to them from then on.
+    pub fn bind_custom_endpoints(&mut self, ep: &crate::cloud::Endpoints) {
+        self.custom = Some(BoundEndpoints::of(ep));
     }
 
     /// Write atomically (temp + fsync + rename), mode 0600.
     pub fn save(&self, p: &Profile) -> anyhow::Result<()> {
         validate_profile_name(&p.profile)?;
         let path = self.path(&p.profile);
+        let bound;
+        let p = if p.cloud == Cloud::Custom && p.endpoints.is_none() && self.custom.is_some() {
+            bound = Profile {
+                endpoints: self.custom.clone(),
+                ..p.clone()
+            };
+            &bound
+        } else {
+            p
+        };
         let mut json = serde_json::to_vec_pretty(p).context("cannot encode the profile")?;
         json.push(b'\n');
         fsutil::write_atomic(&path, &json)
@@ -224,7 +265,11 @@ impl MetaStore {
         let mut opts = fs::OpenOptions::new();
         opts.create(true).truncate(false).write(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // A lock file holds nothing, but a symlink in its place is not followed either.
+            opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
         let file = opts
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
@@ -260,20 +305,49 @@ impl MetaStore {
             let path = entry.path();
             let bytes =
                 fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            out.push(parse(&path, &bytes)?);
+            out.push(parse(&path, stem, &bytes)?);
         }
         out.sort_by(|a, b| a.profile.cmp(&b.profile));
         Ok(out)
     }
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Profile> {
-    serde_json::from_slice(bytes).with_context(|| {
+/// Read one profile file. Its name is the profile's identity (the lock and the secret go by it):
+/// a file whose content names another profile, e.g. a copy, is refused rather than acted on.
+fn parse(path: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<Profile> {
+    let damaged = |why: String| {
         format!(
-            "the profile file {} is damaged; fix it or delete it and run `csp-onboard init` again",
+            "the profile file {} is damaged{why}; fix it or delete it and run `csp-onboard init` again",
             path.display()
         )
-    })
+    };
+    let p: Profile = serde_json::from_slice(bytes).with_context(|| damaged(String::new()))?;
+    if p.profile != name {
+        return Err(UserError::new(
+            crate::exit::Exit::Failure,
+            format!(
+                "the profile file {} says it is profile '{}', not '{name}'",
+                path.display(),
+                p.profile
+            ),
+        )
+        .hint(format!(
+            "a copied or renamed file? delete {}, or set its \"profile\" field to \"{name}\"",
+            path.display()
+        ))
+        .into());
+    }
+    // A value no run could have written (an older version did not bound it) would fail later,
+    // in the middle of a rotation: refuse it here, where the file can be named.
+    if let Some(days) = p.pending.as_ref().and_then(|r| r.overlap_days)
+        && days > crate::input::MAX_OVERLAP_DAYS
+    {
+        anyhow::bail!(damaged(format!(
+            ": pending.overlap_days is {days}, more than {}",
+            crate::input::MAX_OVERLAP_DAYS
+        )));
+    }
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -310,6 +384,7 @@ mod tests {
             }),
             retiring: Vec::new(),
             sweep_key_names: Vec::new(),
+            endpoints: None,
         }
     }
 

@@ -33,7 +33,7 @@ mod fsutil;
 mod keychain;
 mod meta;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -45,7 +45,9 @@ use crate::secret::Secret;
 
 pub use file::FileBackend;
 pub use keychain::{KeychainBackend, SERVICE, keychain_account};
-pub use meta::{MetaStore, PendingRotation, Profile, RetiringKey, validate_profile_name};
+pub use meta::{
+    BoundEndpoints, MetaStore, PendingRotation, Profile, RetiringKey, validate_profile_name,
+};
 
 /// Environment variable that overrides the data directory (tests, portable installs).
 pub const ENV_DATA_DIR: &str = "CSP_ONBOARD_DATA_DIR";
@@ -68,7 +70,23 @@ pub fn data_dir() -> anyhow::Result<PathBuf> {
     };
     fsutil::create_private_dir(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    fsutil::refuse_shared_dir(&dir)?;
     Ok(dir)
+}
+
+/// THE writer of every file this program keeps: missing parent directories are created 0700,
+/// then the file is replaced atomically through a 0600 temp file with a random name opened with
+/// `O_EXCL` (so a planted symlink is never followed), synced, and renamed over `path`.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsutil::create_private_dir(dir)?;
+    }
+    fsutil::write_atomic(path, bytes)
+}
+
+/// Create a directory of the data directory (0700), tightening one an older version made wider.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    fsutil::ensure_owner_only_dir(dir)
 }
 
 /// Where secrets go (`--store`).
@@ -168,51 +186,78 @@ impl StoreError {
     /// The message for the person at the terminal: what went wrong, the next step, exit code 6.
     pub fn to_user_error(&self) -> UserError {
         let file_alt = "or pass --store file to keep the secret in a 0600 file instead";
-        let (message, hint) = match self {
+        let (message, fix) = self.message_and_fix();
+        let hint = match (self, fix) {
+            (StoreError::Io(_), Some(fix)) => fix,
+            (_, Some(fix)) => format!("{fix}, {file_alt}"),
+            (_, None) => file_alt.trim_start_matches("or ").to_string(),
+        };
+        UserError::new(Exit::Keychain, message).hint(hint)
+    }
+
+    /// The same for a profile whose secret is already in the keychain: the secret is there, so
+    /// the way out is to make the keychain readable, not another store (which that profile
+    /// refuses, and which would not hold its secret).
+    pub fn to_user_error_for_stored(&self, profile: &str) -> UserError {
+        let (message, fix) = self.message_and_fix();
+        UserError::new(
+            Exit::Keychain,
+            format!("profile '{profile}' keeps its secret in the keychain, which cannot be read now: {message}"),
+        )
+        .hint(
+            fix.unwrap_or_else(|| "make the keychain usable again".to_string())
+                + "; the secret stays in the keychain and nothing was changed",
+        )
+    }
+
+    /// What went wrong, and how to make the keychain itself work (no other store offered).
+    fn message_and_fix(&self) -> (String, Option<String>) {
+        let unlock = "unlock the login keyring (in a desktop session: Seahorse / \"Passwords and Keys\"; \
+                      headless: `printf '%s' \"$PASSWORD\" | gnome-keyring-daemon --unlock`), then run again";
+        match self {
             StoreError::NoSessionBus(r) => (
                 format!("the keychain is unavailable: no D-Bus session bus ({r})"),
-                format!(
+                Some(
                     "start a desktop session, or run under `dbus-run-session` with gnome-keyring \
-                     unlocked (`printf '%s' \"$PASSWORD\" | gnome-keyring-daemon --unlock`), {file_alt}"
+                     unlocked (`printf '%s' \"$PASSWORD\" | gnome-keyring-daemon --unlock`)"
+                        .to_string(),
                 ),
             ),
             StoreError::NoProvider(r) => (
                 format!("the keychain is unavailable: no Secret Service on the session bus ({r})"),
-                format!(
-                    "install and start gnome-keyring (or KeePassXC with Secret Service enabled), {file_alt}"
+                Some(
+                    "install and start gnome-keyring (or KeePassXC with Secret Service enabled)"
+                        .to_string(),
                 ),
             ),
             StoreError::Locked(r) => (
                 format!("the keychain is locked ({r})"),
-                format!(
-                    "unlock the login keyring (in a desktop session: Seahorse / \"Passwords and Keys\"; \
-                     headless: `printf '%s' \"$PASSWORD\" | gnome-keyring-daemon --unlock`), then run again, {file_alt}"
-                ),
+                Some(unlock.to_string()),
             ),
             StoreError::NoCollection(r) => (
                 format!("the keychain has no default (login) collection ({r})"),
-                format!(
+                Some(
                     "create one: in a desktop session open Seahorse / \"Passwords and Keys\"; headless: \
-                     `printf '%s' \"$PASSWORD\" | gnome-keyring-daemon --unlock` creates and unlocks \"login\", {file_alt}"
+                     `printf '%s' \"$PASSWORD\" | gnome-keyring-daemon --unlock` creates and unlocks \"login\""
+                        .to_string(),
                 ),
             ),
-            StoreError::Unsupported(r) => (
-                format!("the keychain refused the operation ({r})"),
-                file_alt.trim_start_matches("or ").to_string(),
-            ),
+            StoreError::Unsupported(r) => (format!("the keychain refused the operation ({r})"), None),
             StoreError::Io(r) => (
                 format!("the secret store failed: {r}"),
-                "check the permissions and free space of the data directory (CSP_ONBOARD_DATA_DIR)"
-                    .to_string(),
+                Some(
+                    "check the permissions and free space of the data directory (CSP_ONBOARD_DATA_DIR)"
+                        .to_string(),
+                ),
             ),
             StoreError::Other(r) => (
                 format!("the keychain failed ({r})"),
-                format!(
-                    "check that the keychain works (e.g. `secret-tool search --all service csp-onboard`), {file_alt}"
+                Some(
+                    "check that the keychain works (e.g. `secret-tool search --all service csp-onboard`)"
+                        .to_string(),
                 ),
             ),
-        };
-        UserError::new(Exit::Keychain, message).hint(hint)
+        }
     }
 }
 
@@ -310,11 +355,18 @@ pub fn open_secrets(
     kind: StoreKind,
     cloud: Cloud,
 ) -> Result<(Secrets, Option<String>), StoreError> {
+    open_secrets_or_fall_back(kind, cloud == Cloud::Emulator)
+}
+
+fn open_secrets_or_fall_back(
+    kind: StoreKind,
+    fall_back: bool,
+) -> Result<(Secrets, Option<String>), StoreError> {
     match kind {
         StoreKind::File => Ok((Secrets::new(Arc::new(open_file_backend()?)), None)),
         StoreKind::Keychain => match KeychainBackend::open_platform() {
             Ok(k) => Ok((Secrets::new(Arc::new(k)), None)),
-            Err(e) if cloud == Cloud::Emulator => {
+            Err(e) if fall_back => {
                 let file = open_file_backend()?;
                 let notice = format!(
                     "keychain unavailable ({}); the emulator's fake secrets go to the file store at {}",
@@ -328,12 +380,15 @@ pub fn open_secrets(
     }
 }
 
-/// [`open_secrets`] on tokio's blocking pool.
+/// [`open_secrets`] on tokio's blocking pool. `holds_secret`: a stored profile keeps its secret
+/// in `kind`, so the emulator's fallback would only hide it (and then move the profile).
 pub async fn open_secrets_async(
     kind: StoreKind,
     cloud: Cloud,
+    holds_secret: bool,
 ) -> Result<(Secrets, Option<String>), StoreError> {
-    tokio::task::spawn_blocking(move || open_secrets(kind, cloud))
+    let fall_back = cloud == Cloud::Emulator && !holds_secret;
+    tokio::task::spawn_blocking(move || open_secrets_or_fall_back(kind, fall_back))
         .await
         .map_err(|e| StoreError::Other(format!("opening the keychain did not finish: {e}")))?
 }
@@ -395,6 +450,24 @@ mod tests {
                 .unwrap_or_default()
                 .contains("gnome-keyring-daemon --unlock")
         );
+    }
+
+    #[test]
+    fn a_profile_whose_secret_is_in_the_keychain_is_never_sent_to_another_store() {
+        for e in [
+            StoreError::Locked("x".into()),
+            StoreError::NoSessionBus("x".into()),
+            StoreError::Unsupported("x".into()),
+        ] {
+            let u = e.to_user_error_for_stored("p");
+            assert_eq!(u.exit, Exit::Keychain);
+            assert!(
+                u.message
+                    .contains("profile 'p' keeps its secret in the keychain")
+            );
+            let hint = u.hint.unwrap_or_default();
+            assert!(!hint.contains("--store"), "{e:?}: {hint}");
+        }
     }
 
     #[tokio::test]
