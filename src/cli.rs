@@ -232,6 +232,11 @@ pub struct InitArgs {
     /// How long to wait for a new secret to propagate through Entra ID before giving up (exit 7).
     #[arg(long, value_name = "SECONDS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub verify_timeout: u64,
+
+    /// Also request Microsoft Graph's PartnerBilling.Read.All application permission and admin
+    /// consent, which `usage` needs. On an existing profile, only that is done.
+    #[arg(long)]
+    pub billing: bool,
 }
 
 #[derive(Debug, Args)]

@@ -327,8 +327,14 @@ async fn without_the_permission_usage_says_how_to_grant_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn national_clouds_say_the_export_is_unavailable() {
-    let (_emu, cli) = onboarded(billing(|_| {}), true).await;
-    let out = cli.run(&["usage", "--cloud", "china"], "").await;
+    let (_emu, mut cli) = onboarded(billing(|_| {}), true).await;
+    // A profile of the china cloud (made there; here its metadata says so).
+    let path = cli.data_dir().join("profiles/default.json");
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    meta["cloud"] = "china".into();
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    cli.env.retain(|(k, _)| k != "CSP_ONBOARD_CLOUD");
+    let out = cli.run(&["usage"], "").await;
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("not available in the china cloud"),
@@ -418,4 +424,169 @@ async fn the_emulator_enforces_the_role_and_the_required_fields() {
             .unwrap()
             .contains("/v1.0/reports/partners/billing/operations/")
     );
+}
+
+/// `init --billing` (non-interactive, a Global admin): requiredResourceAccess gains the role found
+/// by value, an appRoleAssignment consents, the App-only token proves it; then `usage` and `check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_billing_grants_consent_and_usage_then_works() {
+    let emu = emulator(billing(|_| {})).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--billing",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+                "--tenant",
+                &tenant,
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Admin consent granted (appRoleAssignment)"),
+        "{err}"
+    );
+    assert!(err.contains("Billing access verified"), "{err}");
+    assert_eq!(emu.count("PATCH", "/v1.0/applications/"), 1);
+    assert_eq!(emu.count("POST", "/appRoleAssignments"), 1);
+    assert_eq!(emu.count("GET", "/v2.0/adminconsent"), 0);
+
+    let out = cli.run(&["usage", "--json"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(json(&out)["customers"].as_array().unwrap().len() >= 5);
+
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["billing_access"], true);
+
+    // Again on the onboarded profile: only the permission and consent, no new key.
+    let keys = emu.applications()[emu.applications().len() - 1]
+        .passwords
+        .len();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--billing",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already requests PartnerBilling.Read.All"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        emu.applications()[emu.applications().len() - 1]
+            .passwords
+            .len(),
+        keys
+    );
+}
+
+/// An identity that may change the app but not grant application permissions (here the
+/// automation app: Application.ReadWrite.All, no AppRoleAssignment.ReadWrite.All) gets the
+/// admin-consent URL; an admin opening it in a browser consents, and the loopback redirect ends
+/// the wait. Declined, it is exit 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_right_to_assign_roles_an_admin_consents_through_the_url() {
+    let (emu, cli) = onboarded(billing(|_| {}), false).await;
+    let (automation, secret) = emu.automation_credentials();
+    let out = check_billing(&cli).await;
+    assert_eq!(out, Value::Bool(false));
+    for declined in [true, false] {
+        emu.update_knobs(|k| k.billing.admin_consent_declined = declined);
+        let mut c = cli.command(&[
+            "init",
+            "--billing",
+            "--non-interactive",
+            "--auth",
+            "client-secret",
+            "--client-id",
+            &automation,
+        ]);
+        c.env("CSP_ONBOARD_CLIENT_SECRET", secret.expose());
+        c.stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stderr_pipe = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr_pipe)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("/v2.0/adminconsent?") {
+                    let _ = tx.send(line.trim().to_string());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let url =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)).unwrap())
+                .await
+                .unwrap();
+        assert!(
+            url.contains(&format!("client_id={}", json_app_id(&cli))),
+            "{url}"
+        );
+        // The admin's browser: the consent page, then its redirect to the loopback listener.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        let back = r.headers()["location"].to_str().unwrap().to_string();
+        assert!(back.starts_with("http://localhost:"), "{back}");
+        let r = http
+            .get(back.replace("localhost", "127.0.0.1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        let err = reader.join().unwrap();
+        if declined {
+            assert_eq!(status.code(), Some(4), "{err}");
+            assert!(err.contains("declined"), "{err}");
+        } else {
+            assert_eq!(status.code(), Some(0), "{err}");
+            assert!(err.contains("Billing access verified"), "{err}");
+        }
+    }
+    assert_eq!(check_billing(&cli).await, Value::Bool(true));
+}
+
+fn json_app_id(cli: &Cli) -> String {
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(cli.data_dir().join("profiles/default.json")).unwrap(),
+    )
+    .unwrap();
+    meta["app_id"].as_str().unwrap().to_string()
+}
+
+async fn check_billing(cli: &Cli) -> Value {
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    json(&out)["billing_access"].clone()
 }

@@ -71,6 +71,10 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
             print_json(&ctx.ui, &doc);
             return Ok(Exit::Success);
         }
+        if args.billing && !args.dry_run {
+            // Adding billing access to an onboarded app is all this run does.
+            return super::billing_access::add_to_existing(ctx, p.clone(), &args.sign_in).await;
+        }
         if ctx.ui.interactive {
             // The facts on their own line: a prompt wider than the terminal wraps, and
             // dialoguer then leaves a stale copy of its first line on screen.
@@ -139,7 +143,16 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
             );
             Ok(Exit::Success)
         }
-        WayIn::Capture => capture(ctx, &args, &ep, &secrets).await,
+        WayIn::Capture => {
+            let exit = capture(ctx, &args, &ep, &secrets).await?;
+            match ctx.meta.load(&ctx.profile)? {
+                // A captured app gets billing access with an admin sign-in, like an existing profile.
+                Some(p) if args.billing && exit == Exit::Success => {
+                    super::billing_access::add_to_existing(ctx, p, &args.sign_in).await
+                }
+                _ => Ok(exit),
+            }
+        }
         way => onboard(ctx, &args, &ep, &secrets, way, existing).await,
     }
 }
@@ -640,6 +653,10 @@ async fn onboard(
     engine
         .replace_key(&mut p, end, &crate::rotation::Retirement::default())
         .await?;
+    if args.billing {
+        let secret = ctx.stored_secret(secrets, &p).await?;
+        super::billing_access::grant(ctx, &http, ep, &signed.graph_token, &p, &secret).await?;
+    }
     summary(
         ctx,
         &p,

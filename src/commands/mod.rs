@@ -1,5 +1,6 @@
 //! One file per subcommand, and the context they share (terminal, profile, endpoints, store).
 
+mod billing_access;
 mod check;
 mod init;
 mod list;

@@ -108,7 +108,7 @@ pub async fn run(ctx: &mut Ctx, args: UsageArgs) -> anyhow::Result<Exit> {
         ByArg::Day => GroupBy::Day,
     };
     let p = ctx.require_profile()?;
-    let cloud = ctx.cloud(Some(&p));
+    let cloud = ctx.cloud(Some(&p))?;
     ensure_available(cloud).map_err(fail)?;
     let ep = ctx.endpoints(cloud).await?;
     let secrets = ctx.secrets(cloud, Some(&p)).await?;

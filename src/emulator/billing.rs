@@ -72,6 +72,8 @@ pub struct BillingKnobs {
     pub blob_dir: Option<PathBuf>,
     /// Line items per blob (the last one holds the rest).
     pub rows_per_blob: u64,
+    /// The admin who opens the admin-consent URL declines.
+    pub admin_consent_declined: bool,
 }
 
 impl Default for BillingKnobs {
@@ -87,6 +89,7 @@ impl Default for BillingKnobs {
             style: None,
             blob_dir: None,
             rows_per_blob: 50_000,
+            admin_consent_declined: false,
         }
     }
 }
@@ -1138,6 +1141,340 @@ fn blob_bytes(
         let _ = gz.write_all(line.as_bytes());
     }
     Bytes::from(gz.finish().unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent for the billing permission (microsoft-apis.md §5b and §3.0): the Graph service
+// principal's appRoles, PATCH requiredResourceAccess, appRoleAssignments, and the admin-consent URL.
+
+/// The emulated Graph application permissions, by value. The IDs are this tenant's own (derived
+/// from its signing key), not the public ones: a client that hard-codes an ID fails here, as it
+/// would if Microsoft ever changed one.
+const GRAPH_APP_ROLES: &[&str] = &[
+    BILLING_ROLE,
+    "Application.ReadWrite.All",
+    "AppRoleAssignment.ReadWrite.All",
+    "GroupMember.ReadWrite.All",
+    "Organization.Read.All",
+    "Policy.Read.All",
+];
+
+fn role_id(signing_key: &str, value: &str) -> String {
+    let h = state::sha256_hex(&format!("{signing_key}/approle/{value}"));
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// `GET /servicePrincipals(appId='00000003-…')?$select=…appRoles…`: the Graph service principal
+/// with its `appRoles`. None for any other request (the Graph router answers those).
+pub(crate) fn graph_app_roles(shared: &Shared, req: &Req, app_id: &str) -> Option<Response> {
+    let wants = req
+        .q("$select")
+        .is_some_and(|s| s.split(',').any(|p| p.trim() == "appRoles"));
+    if !app_id.eq_ignore_ascii_case(state::GRAPH_APP_ID) || !wants {
+        return None;
+    }
+    // Reading a service principal: any signed-in user, or an app with a directory-read role.
+    let allowed = caller(shared, req).is_some_and(|(kind, _, roles, _)| {
+        kind.is_some()
+            || roles.iter().any(|r| {
+                matches!(
+                    r.as_str(),
+                    "Application.Read.All" | "Application.ReadWrite.All" | "Directory.Read.All"
+                )
+            })
+    });
+    if !allowed {
+        return Some(denied().render(Some(req)));
+    }
+    let v = shared.read(|d| {
+        let id = d
+            .sp_by_app_id(state::GRAPH_APP_ID)
+            .map(|sp| sp.id.clone())
+            .unwrap_or_default();
+        let roles: Vec<Value> = GRAPH_APP_ROLES
+            .iter()
+            .map(|r| {
+                json!({"id": role_id(&d.signing_key, r), "value": r, "allowedMemberTypes": ["Application"],
+                       "displayName": r, "isEnabled": true, "origin": "Application",
+                       "description": format!("Allows the app to {r} without a signed-in user.")})
+            })
+            .collect();
+        json!({
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#servicePrincipals(id,appRoles)/$entity",
+            "id": id, "appRoles": roles,
+        })
+    });
+    Some((StatusCode::OK, axum::Json(v)).into_response())
+}
+
+/// Who calls, from a verified Graph token: (user kind if delegated, scp, roles).
+fn caller(
+    shared: &Shared,
+    req: &Req,
+) -> Option<(Option<super::UserKind>, String, Vec<String>, String)> {
+    let claims = shared.read(|d| token::verify(&d.signing_key, req.bearer()?).ok())?;
+    let scp = claims["scp"].as_str().unwrap_or("").to_string();
+    let roles = claims["roles"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let oid = claims["oid"].as_str().unwrap_or("").to_string();
+    let kind = if claims["idtyp"].as_str() == Some("app") {
+        None
+    } else {
+        Some(shared.read(|d| d.user(&oid).map(|u| u.kind))?)
+    };
+    Some((kind, scp, roles, oid))
+}
+
+/// `PATCH /applications/{id}` with `requiredResourceAccess` (the only property the emulator lets
+/// a client change): the app's owner or a Global admin (Graph "Update application").
+pub(crate) fn patch_application(
+    shared: &Shared,
+    req: &Req,
+    id: &str,
+) -> Result<Response, GraphError> {
+    let Some((kind, _, roles, oid)) = caller(shared, req) else {
+        return Err(denied());
+    };
+    let b = body(req, &["requiredResourceAccess"])?;
+    let Some(Value::Array(list)) = b.get("requiredResourceAccess") else {
+        return Err(bad("requiredResourceAccess must be an array."));
+    };
+    for r in list {
+        let ok = r["resourceAppId"].as_str().is_some_and(state::is_guid)
+            && r["resourceAccess"].as_array().is_some_and(|a| {
+                a.iter().all(|x| {
+                    x["id"].as_str().is_some_and(state::is_guid)
+                        && matches!(x["type"].as_str(), Some("Role" | "Scope"))
+                })
+            });
+        if !ok {
+            return Err(bad("Invalid value for requiredResourceAccess."));
+        }
+    }
+    shared.write(|d| {
+        let app = d
+            .applications
+            .iter_mut()
+            .find(|a| a.id.eq_ignore_ascii_case(id))
+            .ok_or_else(|| {
+                GraphError::new(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+                )
+            })?;
+        let allowed = match kind {
+            Some(super::UserKind::GlobalAdmin) => true,
+            Some(_) => app.owners.contains(&oid),
+            None => roles.iter().any(|r| r == "Application.ReadWrite.All"),
+        };
+        if !allowed {
+            return Err(denied());
+        }
+        app.props
+            .insert("requiredResourceAccess".into(), Value::Array(list.clone()));
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+}
+
+/// Grant an app the Graph roles (by ID) it is given; unknown IDs are refused.
+fn grant_roles(d: &mut state::Data, app_id: &str, role_ids: &[String]) -> bool {
+    let values: Vec<&str> = role_ids
+        .iter()
+        .filter_map(|id| {
+            GRAPH_APP_ROLES
+                .iter()
+                .find(|v| role_id(&d.signing_key, v).eq_ignore_ascii_case(id))
+                .copied()
+        })
+        .collect();
+    if values.len() != role_ids.len() {
+        return false;
+    }
+    let Some(app) = d.app_by_app_id_mut(app_id) else {
+        return false;
+    };
+    for v in values {
+        if !app.graph_roles.iter().any(|r| r == v) {
+            app.graph_roles.push(v.to_string());
+        }
+    }
+    true
+}
+
+/// `POST /servicePrincipals/{id}/appRoleAssignments` `{principalId, resourceId, appRoleId}`
+/// (Graph "Grant an appRoleAssignment for a service principal"): `AppRoleAssignment.ReadWrite.All`
+/// in the token, and a Global or Privileged Role Administrator signed in (§3.0); App-only callers
+/// need the AppRoleAssignment.ReadWrite.All role.
+pub(crate) fn assign_app_role(
+    shared: &Shared,
+    req: &Req,
+    sp_id: &str,
+) -> Result<Response, GraphError> {
+    let Some((kind, scp, roles, _)) = caller(shared, req) else {
+        return Err(denied());
+    };
+    let allowed = match kind {
+        Some(k) => {
+            k == super::UserKind::GlobalAdmin
+                && scp
+                    .split(' ')
+                    .any(|s| s == "AppRoleAssignment.ReadWrite.All")
+        }
+        None => roles.iter().any(|r| r == "AppRoleAssignment.ReadWrite.All"),
+    };
+    if !allowed {
+        return Err(denied());
+    }
+    let b = body(req, &["principalId", "resourceId", "appRoleId"])?;
+    let (principal, resource, role) = (
+        required(&b, "principalId")?,
+        required(&b, "resourceId")?,
+        required(&b, "appRoleId")?,
+    );
+    if !principal.eq_ignore_ascii_case(sp_id) {
+        return Err(bad("principalId must be the service principal in the URL."));
+    }
+    shared.write(|d| {
+        let graph_sp = d.sp_by_app_id(state::GRAPH_APP_ID).map(|s| s.id.clone());
+        if graph_sp.as_deref().is_none_or(|g| !g.eq_ignore_ascii_case(resource)) {
+            return Err(bad("resourceId is not the Microsoft Graph service principal."));
+        }
+        let Some(app_id) = d
+            .service_principals
+            .iter()
+            .find(|s| s.id.eq_ignore_ascii_case(sp_id))
+            .map(|s| s.app_id.clone())
+        else {
+            return Err(GraphError::new(
+                StatusCode::NOT_FOUND,
+                "Request_ResourceNotFound",
+                format!("Resource '{sp_id}' does not exist or one of its queried reference-property objects are not present."),
+            ));
+        };
+        let value = GRAPH_APP_ROLES
+            .iter()
+            .find(|v| role_id(&d.signing_key, v).eq_ignore_ascii_case(role));
+        if value.is_some_and(|v| d.app_by_app_id(&app_id).is_some_and(|a| a.graph_roles.iter().any(|r| r == v))) {
+            return Err(bad("Permission being assigned already exists on the object"));
+        }
+        if !grant_roles(d, &app_id, &[role.to_string()]) {
+            return Err(bad("Permission being assigned was not found on application"));
+        }
+        let v = json!({
+            "id": new_guid(), "principalId": sp_id, "principalType": "ServicePrincipal",
+            "resourceId": resource, "appRoleId": role, "createdDateTime": rfc3339(OffsetDateTime::now_utc()),
+        });
+        Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+    })
+}
+
+fn loopback_redirect(uri: &str) -> Option<url::Url> {
+    let u = url::Url::parse(uri).ok()?;
+    (u.scheme() == "http" && matches!(u.host_str(), Some("localhost" | "127.0.0.1"))).then_some(u)
+}
+
+/// `GET /{tenant}/v2.0/adminconsent?client_id&scope&redirect_uri&state` (Entra "admin consent
+/// endpoint"): the admin who opens it approves (unless `admin_consent_declined`), which grants the
+/// Graph roles in the app's requiredResourceAccess; back to `redirect_uri` with
+/// `admin_consent=True&tenant=…&state=…`, or `error=access_denied`.
+pub(crate) fn admin_consent(shared: &Shared, req: &Req, tenant: &str) -> Response {
+    let page = |status: StatusCode, msg: &str| {
+        (
+            status,
+            axum::response::Html(format!("<h1>Sign in</h1><p>{msg}</p>")),
+        )
+            .into_response()
+    };
+    let (tid, domain) = shared.read(|d| (d.tenant_id.clone(), d.tenant_domain.clone()));
+    if !(tenant.eq_ignore_ascii_case(&tid)
+        || tenant.eq_ignore_ascii_case(&domain)
+        || tenant == "organizations"
+        || tenant == "common")
+    {
+        return page(StatusCode::BAD_REQUEST, "AADSTS90002: Tenant not found.");
+    }
+    let (Some(client_id), Some(redirect)) = (req.q("client_id"), req.q("redirect_uri")) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "AADSTS900144: The request body must contain the following parameter: 'client_id' or 'redirect_uri'.",
+        );
+    };
+    let Some(mut back) = loopback_redirect(redirect) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "AADSTS50011: The redirect URI specified in the request does not match the redirect URIs configured for the application.",
+        );
+    };
+    let requested: Option<Vec<String>> = shared.read(|d| {
+        let app = d.app_by_app_id(client_id)?;
+        let list = app.props.get("requiredResourceAccess")?.as_array()?.clone();
+        Some(
+            list.iter()
+                .filter(|r| {
+                    r["resourceAppId"]
+                        .as_str()
+                        .is_some_and(|a| a.eq_ignore_ascii_case(state::GRAPH_APP_ID))
+                })
+                .flat_map(|r| r["resourceAccess"].as_array().cloned().unwrap_or_default())
+                .filter(|x| x["type"] == "Role")
+                .filter_map(|x| x["id"].as_str().map(str::to_string))
+                .collect(),
+        )
+    });
+    if shared.read(|d| d.app_by_app_id(client_id).is_none()) {
+        return page(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "AADSTS700016: Application with identifier '{client_id}' was not found in the directory."
+            ),
+        );
+    }
+    let scope_ok = req
+        .q("scope")
+        .is_some_and(|s| s.split(' ').any(|p| p.ends_with("/.default")));
+    {
+        let mut q = back.query_pairs_mut();
+        if !scope_ok {
+            q.append_pair("error", "invalid_request");
+            q.append_pair(
+                "error_description",
+                "AADSTS90009: The scope must be {resource}/.default for admin consent.",
+            );
+        } else if shared.knobs().billing.admin_consent_declined {
+            q.append_pair("error", "access_denied");
+            q.append_pair(
+                "error_description",
+                "AADSTS65004: User declined to consent to access the app.",
+            );
+        } else {
+            let ids = requested.unwrap_or_default();
+            shared.write(|d| grant_roles(d, client_id, &ids));
+            q.append_pair("admin_consent", "True");
+            q.append_pair("tenant", &tid);
+        }
+        if let Some(s) = req.q("state") {
+            q.append_pair("state", s);
+        }
+    }
+    let mut r = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(back.as_str()) {
+        r.headers_mut().insert("location", v);
+    }
+    r
 }
 
 #[cfg(test)]

@@ -335,6 +335,12 @@ fn route(shared: &Shared, req: &Req) -> GResult {
         ["reports", "partners", "billing", tail @ ..] => {
             super::billing::graph_route(shared, req, tail)
         }
+        ["applications", id] if m == Method::PATCH => {
+            super::billing::patch_application(shared, req, id)
+        }
+        ["servicePrincipals", id, "appRoleAssignments"] if m == Method::POST => {
+            super::billing::assign_app_role(shared, req, id)
+        }
         ["me"] if m == Method::GET => me(req, &caller),
         // No nested groups here, so the transitive list is the direct one (same paging, same
         // $select strictness); only the next link names the route that was asked.
@@ -354,6 +360,9 @@ fn route(shared: &Shared, req: &Req) -> GResult {
             let app_id = alternate_key(seg, "servicePrincipals").ok_or_else(|| segment(seg))??;
             if m != Method::GET {
                 return Err(method_not_allowed());
+            }
+            if let Some(r) = super::billing::graph_app_roles(shared, req, &app_id) {
+                return Ok(r);
             }
             shared.read(|d| {
                 caller.allow(|_| true, APP_READ)?;

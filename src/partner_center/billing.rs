@@ -411,6 +411,216 @@ impl BillingClient {
     }
 }
 
+/// Microsoft Graph's own app ID: its service principal lists the app roles (application permissions).
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+
+/// `PartnerBilling.Read.All` as this tenant's Graph service principal defines it.
+#[derive(Debug, Clone)]
+pub struct BillingRole {
+    pub graph_sp_id: String,
+    pub role_id: String,
+}
+
+/// How the app got (or already had) the permission requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Added,
+    AlreadyThere,
+}
+
+/// The admin-consent URL (Entra "admin consent endpoint", microsoft-apis.md §5b): an admin who
+/// opens it grants the app's requested Graph application permissions in `tenant`.
+pub fn admin_consent_url(
+    ep: &Endpoints,
+    tenant: &str,
+    app_id: &str,
+    redirect_uri: &str,
+    state: &str,
+) -> url::Url {
+    let mut u = Endpoints::join(&ep.authority, &format!("{tenant}/v2.0/adminconsent"));
+    u.query_pairs_mut()
+        .append_pair("client_id", app_id)
+        .append_pair("scope", &ep.graph_scope())
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("state", state);
+    u
+}
+
+impl BillingClient {
+    async fn get_json(&self, path: &str, what: &str) -> Result<Value, ApiError> {
+        let mut req = self.request(reqwest::Method::GET, Endpoints::join(&self.graph, path));
+        req.replication = Some(super::http::not_found_yet);
+        self.http.execute(&req).await?.json(Service::Graph, what)
+    }
+
+    /// Find `PartnerBilling.Read.All` by value in the Graph service principal's `appRoles`
+    /// (never a hard-coded ID).
+    pub async fn billing_role(&self) -> Result<BillingRole, ApiError> {
+        let v = self
+            .get_json(
+                &format!("v1.0/servicePrincipals(appId='{GRAPH_APP_ID}')?$select=id,appRoles"),
+                "Microsoft Graph service principal",
+            )
+            .await?;
+        let role = get_ci(&v, "appRoles")
+            .and_then(Value::as_array)
+            .and_then(|roles| {
+                roles.iter().find(|r| {
+                    str_ci(r, "value") == Some(BILLING_PERMISSION)
+                        && get_ci(r, "allowedMemberTypes")
+                            .and_then(Value::as_array)
+                            .is_none_or(|t| t.iter().any(|m| m == "Application"))
+                })
+            })
+            .and_then(|r| str_ci(r, "id"));
+        match (str_ci(&v, "id"), role) {
+            (Some(sp), Some(role)) => Ok(BillingRole {
+                graph_sp_id: sp.to_string(),
+                role_id: role.to_string(),
+            }),
+            _ => Err(ApiError::new(
+                Service::Graph,
+                ErrorKind::Decode,
+                format!(
+                    "Microsoft Graph's service principal does not offer {BILLING_PERMISSION} in this tenant"
+                ),
+            )),
+        }
+    }
+
+    /// The object ID of an app's service principal in this tenant.
+    pub async fn service_principal_id(&self, app_id: &str) -> Result<String, ApiError> {
+        let v = self
+            .get_json(
+                &format!("v1.0/servicePrincipals(appId='{app_id}')?$select=id"),
+                "service principal",
+            )
+            .await?;
+        str_ci(&v, "id").map(str::to_string).ok_or_else(|| {
+            ApiError::new(
+                Service::Graph,
+                ErrorKind::Decode,
+                "a service principal without id",
+            )
+        })
+    }
+
+    /// Add `{resourceAppId: Graph, resourceAccess: [{id, type: Role}]}` to the app's
+    /// `requiredResourceAccess`, keeping what is there (PATCH replaces the whole list).
+    pub async fn request_permission(
+        &self,
+        app_object_id: &str,
+        role: &BillingRole,
+    ) -> Result<Requested, ApiError> {
+        let v = self
+            .get_json(
+                &format!("v1.0/applications/{app_object_id}?$select=id,requiredResourceAccess"),
+                "application",
+            )
+            .await?;
+        let mut list = get_ci(&v, "requiredResourceAccess")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let is_graph = |r: &Value| {
+            str_ci(r, "resourceAppId").is_some_and(|a| a.eq_ignore_ascii_case(GRAPH_APP_ID))
+        };
+        let entry = json!({"id": role.role_id, "type": "Role"});
+        match list.iter_mut().find(|r| is_graph(r)) {
+            Some(graph) => {
+                let access = graph
+                    .as_object_mut()
+                    .map(|o| o.entry("resourceAccess").or_insert_with(|| json!([])))
+                    .and_then(Value::as_array_mut);
+                let Some(access) = access else {
+                    return Err(ApiError::new(
+                        Service::Graph,
+                        ErrorKind::Decode,
+                        "requiredResourceAccess is malformed",
+                    ));
+                };
+                if access
+                    .iter()
+                    .any(|a| str_ci(a, "id").is_some_and(|i| i.eq_ignore_ascii_case(&role.role_id)))
+                {
+                    return Ok(Requested::AlreadyThere);
+                }
+                access.push(entry);
+            }
+            None => list.push(json!({"resourceAppId": GRAPH_APP_ID, "resourceAccess": [entry]})),
+        }
+        let url = Endpoints::join(&self.graph, &format!("v1.0/applications/{app_object_id}"));
+        let mut req = self.request(reqwest::Method::PATCH, url);
+        req.body = Body::Json(
+            serde_json::to_vec(&json!({"requiredResourceAccess": list})).unwrap_or_default(),
+        );
+        req.replication = Some(super::http::not_found_yet);
+        self.http.execute(&req).await?;
+        Ok(Requested::Added)
+    }
+
+    /// Admin consent through Graph: `POST /servicePrincipals/{appSp}/appRoleAssignments`. Needs
+    /// `AppRoleAssignment.ReadWrite.All` and a Global or Privileged Role Administrator (§3.0);
+    /// "already exists" counts as done.
+    pub async fn assign_billing_role(
+        &self,
+        app_sp_id: &str,
+        role: &BillingRole,
+    ) -> Result<(), ApiError> {
+        let url = Endpoints::join(
+            &self.graph,
+            &format!("v1.0/servicePrincipals/{app_sp_id}/appRoleAssignments"),
+        );
+        let mut req = self.request(reqwest::Method::POST, url);
+        req.body = Body::Json(
+            serde_json::to_vec(&json!({
+                "principalId": app_sp_id, "resourceId": role.graph_sp_id, "appRoleId": role.role_id,
+            }))
+            .unwrap_or_default(),
+        );
+        // Assigning twice is refused, not doubled: safe to repeat.
+        req.replication = Some(super::http::not_found_yet);
+        match self.http.execute(&req).await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(e.status, Some(400 | 409))
+                    && e.message.to_ascii_lowercase().contains("already exists") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Poll App-only Graph tokens until their `roles` claim holds the billing permission, riding out
+/// Entra's propagation (backoff from 1 s to 15 s) within `budget`. Returns the time it took.
+pub async fn wait_for_billing_role(
+    http: &HttpClient,
+    ep: &Endpoints,
+    tenant: &str,
+    app_id: &str,
+    secret: &Secret,
+    budget: Duration,
+    mut on_wait: impl FnMut(Duration),
+) -> Result<Duration, BillingError> {
+    let started = Instant::now();
+    let mut step = Duration::from_secs(1);
+    loop {
+        let token = graph_app_token(http, ep, tenant, app_id, secret).await?;
+        if token_roles(&token).is_some_and(|r| r.iter().any(|r| r == BILLING_PERMISSION)) {
+            return Ok(started.elapsed());
+        }
+        let elapsed = started.elapsed();
+        if elapsed + step > budget {
+            return Err(BillingError::NoPermission(None));
+        }
+        on_wait(elapsed);
+        tokio::time::sleep(step).await;
+        step = (step * 2).min(Duration::from_secs(15));
+    }
+}
+
 pub fn parse_manifest(v: &Value) -> Result<Manifest, BillingError> {
     let missing = |k: &str| BillingError::Manifest(format!("the manifest has no {k}"));
     let root = str_ci(v, "rootDirectory").ok_or_else(|| missing("rootDirectory"))?;
