@@ -180,10 +180,12 @@ pub async fn run(ctx: &mut Ctx, args: UsageArgs) -> anyhow::Result<Exit> {
         None => (None, None),
     };
     let progress = progress_reporter(&ctx.ui, manifest.blobs.len());
+    // One parser per core, plus one so that a core never idles while a blob's download starts.
     let parallel = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .clamp(2, 8);
+        .clamp(2, 8)
+        + 1;
     let download = Instant::now();
     let result = stream::aggregate(&http, manifest, by, raw_tx, parallel, progress.report).await;
     (progress.finish)();

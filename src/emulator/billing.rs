@@ -1023,7 +1023,7 @@ fn blob_bytes(
         let (region, location) = REGIONS[rng.below(REGIONS.len() as u64) as usize];
         let day = 1 + rng.below(u64::from(days)) as u8;
         let date = first_day.replace_day(day).unwrap_or(first_day);
-        let qty_micro = 1 + rng.below(48_000_000) as i64;
+        let qty_micro = 1 + rng.below(24_000_000) as i64;
         let pec = if rng.below(4) == 0 { 15 } else { 0 };
         let effective = m.price_micro * (100 - pec) / 100;
         let pricing_total = (i128::from(qty_micro) * i128::from(m.price_micro) / 1_000_000) as i64;
