@@ -68,6 +68,13 @@ pub struct GlobalArgs {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Give up after this many seconds in all, whatever the services do (exit 9; the next run
+    /// finishes or undoes an interrupted one). Default: 60 for `check` without --auth, `show` and
+    /// `list`; 1800 for commands that may wait for a person to sign in.
+    #[arg(long, global = true, env = "CSP_ONBOARD_DEADLINE", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub deadline: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -176,7 +183,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct SignInArgs {
     /// The tenant to sign in to: a tenant ID (GUID) or a verified domain.
-    #[arg(long, env = "CSP_ONBOARD_TENANT")]
+    #[arg(long, env = "CSP_ONBOARD_TENANT", value_parser = tenant_arg)]
     pub tenant: Option<String>,
 
     /// How to sign in. Default: browser on a desktop session, device code otherwise.
@@ -184,7 +191,7 @@ pub struct SignInArgs {
     pub auth: Option<AuthArg>,
 
     /// The public client used to sign in (or, with --auth client-secret, the automation app).
-    #[arg(long, env = "CSP_ONBOARD_CLIENT_ID")]
+    #[arg(long, env = "CSP_ONBOARD_CLIENT_ID", value_parser = guid_arg)]
     pub client_id: Option<String>,
 
     /// Read the automation identity's secret (--auth client-secret) from one line of stdin.
@@ -206,16 +213,21 @@ pub struct InitArgs {
     pub app_name: Option<String>,
 
     /// Use this existing web app (its App ID) instead of creating one.
-    #[arg(long)]
+    #[arg(long, value_parser = guid_arg)]
     pub app_id: Option<String>,
 
     /// The Commerce ID shown in Partner Center > App management (optional; no API returns it).
-    #[arg(long)]
+    #[arg(long, value_parser = guid_arg)]
     pub commerce_id: Option<String>,
 
     /// Key lifetime in years (1 or 2, as the tenant policy allows).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub secret_years: Option<u8>,
+
+    /// Key lifetime in days, for a tenant policy that allows less than a year.
+    #[arg(long, value_name = "DAYS", conflicts_with = "secret_years",
+          value_parser = clap::value_parser!(u32).range(1..=730))]
+    pub secret_days: Option<u32>,
 
     /// Read the secret of an app made in the portal from one line of stdin (capture; no sign-in).
     #[arg(long)]
@@ -265,9 +277,14 @@ pub struct RotateArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Key lifetime in years (default: 1).
+    /// Key lifetime in years (1 or 2). Default: the previous key's lifetime, within the tenant policy.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub secret_years: Option<u8>,
+
+    /// Key lifetime in days, for a tenant policy that allows less than a year.
+    #[arg(long, value_name = "DAYS", conflicts_with = "secret_years",
+          value_parser = clap::value_parser!(u32).range(1..=730))]
+    pub secret_days: Option<u32>,
 
     /// Do nothing unless the stored key expires within this many days.
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::input::MAX_WINDOW_DAYS as i64))]
@@ -310,6 +327,11 @@ pub struct RemoveArgs {
     /// Also delete the key from the app (needs an admin sign-in).
     #[arg(long)]
     pub revoke: bool,
+
+    /// Also delete the app registration itself (implies --revoke); only for an app this tool
+    /// created and no other profile uses.
+    #[arg(long)]
+    pub delete_app: bool,
 
     /// Do not ask for confirmation.
     #[arg(long, short)]
@@ -392,6 +414,22 @@ pub struct UsageArgs {
     /// Give up when Microsoft's export is still running after this many minutes.
     #[arg(long, value_name = "MINUTES", default_value_t = 60)]
     pub wait_minutes: u64,
+}
+
+/// A GUID flag: the canonical 8-4-4-4-12 form only, checked before anything is sent.
+fn guid_arg(s: &str) -> Result<String, String> {
+    crate::input::canonical_guid(s).ok_or_else(|| {
+        "not a GUID: give 8-4-4-4-12 hex digits, e.g. 72f988bf-86f1-41af-91ab-2d7cd011db47"
+            .to_string()
+    })
+}
+
+/// `--tenant`: a tenant ID (canonical GUID) or a verified domain.
+fn tenant_arg(s: &str) -> Result<String, String> {
+    if let Some(g) = crate::input::canonical_guid(s) {
+        return Ok(g);
+    }
+    crate::signin::validate_tenant(s.trim()).map(|()| s.trim().to_string())
 }
 
 #[cfg(test)]

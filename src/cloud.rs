@@ -132,11 +132,6 @@ impl Endpoints {
         format!("{}/.default", self.partner_center_resource)
     }
 
-    /// `https://api.partnercenter.microsoft.com/user_impersonation`
-    pub fn partner_center_user_scope(&self) -> String {
-        format!("{}/user_impersonation", self.partner_center_resource)
-    }
-
     /// A URL under one of the bases: `join(&self.graph, "v1.0/me")`.
     pub fn join(base: &Url, path: &str) -> Url {
         let mut s = base.as_str().trim_end_matches('/').to_string();

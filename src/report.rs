@@ -73,6 +73,7 @@ pub fn print_error(err: &anyhow::Error, json: bool) -> Exit {
     }
     if json {
         let doc = serde_json::json!({
+            "schema_version": crate::commands::JSON_SCHEMA_VERSION,
             "ok": false,
             "error": {
                 "exit_code": u.exit.code(),

@@ -6,7 +6,6 @@ use crate::exit::{Exit, UserError};
 use crate::partner_center::{self as pc, HttpClient, PollEvent, SignInClient};
 use crate::secret::Secret;
 use crate::ui::Ui;
-use std::io::BufRead;
 
 pub const ENV_CLIENT_SECRET: &str = "CSP_ONBOARD_CLIENT_SECRET";
 pub const ENV_ACCESS_TOKEN: &str = "CSP_ONBOARD_ACCESS_TOKEN";
@@ -26,7 +25,7 @@ pub fn is_multi_tenant_alias(t: &str) -> bool {
 
 /// A tenant ID (GUID) or a verified domain.
 pub fn validate_tenant(t: &str) -> Result<(), String> {
-    if uuid::Uuid::try_parse(t).is_ok() {
+    if crate::input::canonical_guid(t).is_some() {
         return Ok(());
     }
     if is_multi_tenant_alias(t) {
@@ -61,20 +60,74 @@ fn desktop_likely() -> bool {
     std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
 }
 
-/// Read one line of stdin as a secret; the line ending is not part of it.
-pub fn read_secret_line(what: &str) -> anyhow::Result<Secret> {
-    let mut line = String::new();
-    std::io::stdin()
+/// Read one line of stdin as a secret; the line ending is not part of it. At most `max_chars`
+/// characters are read: a longer input is no credential and is never sent anywhere.
+pub fn read_secret_line(what: &str, max_chars: usize) -> anyhow::Result<Secret> {
+    use std::io::Read;
+    use zeroize::Zeroize;
+    // Room for the longest value in UTF-8 plus a line ending; one byte more means "too long".
+    let limit = max_chars * 4 + 2;
+    let mut buf = Vec::new();
+    let read = std::io::stdin()
         .lock()
-        .read_line(&mut line)
-        .map_err(|e| anyhow::anyhow!("reading {what} from stdin: {e}"))?;
-    let value = line.trim_end_matches(['\r', '\n']).trim();
-    if value.is_empty() {
-        return Err(UserError::usage(format!("{what} on stdin is empty"))
-            .hint("pipe exactly one line holding the value")
-            .into());
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf);
+    let result = read
+        .map_err(|e| anyhow::anyhow!("reading {what} from stdin: {e}"))
+        .and_then(|_| {
+            if buf.len() > limit {
+                return Err(too_long(what, max_chars).into());
+            }
+            let text = std::str::from_utf8(&buf).map_err(|_| {
+                UserError::usage(format!("{what} on stdin is not valid UTF-8"))
+                    .hint("pipe the value as text, exactly one line")
+            })?;
+            // One line, optionally followed by its line ending (and blank lines).
+            let (line, rest) = text.split_once('\n').unwrap_or((text, ""));
+            if !rest.trim().is_empty() {
+                return Err(
+                    UserError::usage(format!("{what} on stdin has more than one line"))
+                        .hint("pipe exactly one line holding the value")
+                        .into(),
+                );
+            }
+            let value = line.trim_end_matches('\r').trim();
+            if value.is_empty() {
+                return Err(UserError::usage(format!("{what} on stdin is empty"))
+                    .hint("pipe exactly one line holding the value")
+                    .into());
+            }
+            check_secret_shape(what, value, max_chars)?;
+            Ok(Secret::new(value))
+        });
+    buf.zeroize();
+    result
+}
+
+fn too_long(what: &str, max_chars: usize) -> UserError {
+    UserError::usage(format!(
+        "{what} is longer than {max_chars} characters: that is not a credential"
+    ))
+    .hint("pass the value itself, on one line")
+}
+
+/// What no credential holds: more than `max_chars` characters, a line break or another
+/// control character (which would also break the HTTP header or form it goes into).
+fn check_secret_shape(what: &str, value: &str, max_chars: usize) -> Result<(), UserError> {
+    if value.chars().count() > max_chars {
+        return Err(too_long(what, max_chars));
     }
-    Ok(Secret::new(value))
+    if value.chars().any(|c| c == '\n' || c == '\r') {
+        return Err(UserError::usage(format!("{what} contains a line break"))
+            .hint("give the value on one line"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(
+            UserError::usage(format!("{what} contains a control character"))
+                .hint("give the value itself, as printed by the portal or the tool that made it"),
+        );
+    }
+    Ok(())
 }
 
 /// A secret from its `--…-stdin` flag, else its environment variable, else a hidden prompt.
@@ -86,6 +139,12 @@ pub fn secret_input(
     flag: &str,
     validate: impl Fn(&str) -> Result<(), String> + 'static,
 ) -> anyhow::Result<Secret> {
+    // Access tokens run to a few thousand characters; client secrets to about forty.
+    let max_chars = if env == ENV_ACCESS_TOKEN {
+        crate::input::MAX_TOKEN_CHARS
+    } else {
+        crate::input::MAX_SECRET_CHARS
+    };
     let value = if from_stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         // Read from a terminal, a line would echo the secret on screen: ask hidden instead.
         if !ui.interactive {
@@ -99,8 +158,9 @@ pub fn secret_input(
         }
         return ui.password(&format!("Paste {what}"), flag, validate);
     } else if from_stdin {
-        tokio::task::block_in_place(|| read_secret_line(what))?
+        tokio::task::block_in_place(|| read_secret_line(what, max_chars))?
     } else if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
+        check_secret_shape(&format!("{what} ({env})"), v.trim(), max_chars)?;
         Secret::new(v.trim())
     } else {
         return ui
@@ -125,6 +185,31 @@ pub fn secret_input(
     Ok(value)
 }
 
+/// Signing in at this terminal, as `--auth` and its companions say: the core's way to a token.
+pub struct Terminal<'a> {
+    pub ui: &'a Ui,
+    pub args: &'a SignInArgs,
+}
+
+impl crate::onboarding::SignIn for Terminal<'_> {
+    fn graph_token<'a>(
+        &'a self,
+        http: &'a HttpClient,
+        ep: &'a Endpoints,
+        tenant: Option<&'a str>,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<Secret>> {
+        Box::pin(async move {
+            Ok(sign_in(self.ui, http, ep, self.args, tenant)
+                .await?
+                .graph_token)
+        })
+    }
+
+    fn app_only(&self) -> bool {
+        self.args.auth == Some(AuthArg::ClientSecret)
+    }
+}
+
 /// Sign the admin in (or take an automation identity or a token) and return a Graph token.
 pub async fn sign_in(
     ui: &Ui,
@@ -145,9 +230,7 @@ pub async fn sign_in(
         .client_id
         .clone()
         .unwrap_or_else(|| DEFAULT_PUBLIC_CLIENT_ID.to_string());
-    if let Err(m) = uuid::Uuid::try_parse(&client_id) {
-        return Err(UserError::usage(format!("--client-id is not a GUID: {m}")).into());
-    }
+    let client_id = crate::input::require_guid(&client_id, "--client-id")?;
     let graph_token = match method {
         AuthArg::AccessToken => {
             let token = secret_input(
@@ -181,8 +264,9 @@ pub async fn sign_in(
                 |_| Ok(()),
             )?;
             let spin = ui.spinner("Signing in as the automation app…");
-            let t =
-                pc::client_credentials(http, ep, tenant, app, &secret, &ep.graph_scope()).await?;
+            let t = pc::client_credentials(http, ep, tenant, app, &secret, &ep.graph_scope())
+                .await
+                .map_err(|e| automation_sign_in_failed(e, app))?;
             spin.finish();
             ui.done(format!("Signed in as the automation app {app}"));
             t.access_token
@@ -250,6 +334,22 @@ pub async fn sign_in(
         }
     };
     Ok(SignedIn { graph_token })
+}
+
+/// The automation identity's own secret refused is a failed sign-in (exit 3): exit 7 is about
+/// the web app's secret, which this is not.
+fn automation_sign_in_failed(e: pc::ApiError, app: &str) -> anyhow::Error {
+    if e.exit() != Exit::Verify {
+        return e.into();
+    }
+    UserError::new(
+        Exit::SignIn,
+        format!("the automation app {app} could not sign in: {e}"),
+    )
+    .hint(format!(
+        "check its secret ({ENV_CLIENT_SECRET} or --client-secret-stdin: the secret's value, not its ID), --client-id and --tenant"
+    ))
+    .into()
 }
 
 /// Follow the authorize URL's redirects like a browser would (emulator only).

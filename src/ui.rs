@@ -203,6 +203,55 @@ impl Ui {
     }
 }
 
+/// How to run this program again, for next steps: `csp-onboard` when that name on PATH is this
+/// very program, else the path it was started with (after `cargo run` it is not installed).
+pub fn invocation() -> String {
+    static CMD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CMD.get_or_init(|| {
+        let exe = std::env::current_exe().ok();
+        let name = format!("csp-onboard{}", std::env::consts::EXE_SUFFIX);
+        let on_path = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(&name))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.is_file());
+        let same = |a: &std::path::Path, b: &std::path::Path| {
+            a.canonicalize()
+                .ok()
+                .is_some_and(|a| b.canonicalize().ok() == Some(a))
+        };
+        match (&exe, on_path) {
+            (Some(exe), Some(found)) if same(exe, &found) => "csp-onboard".to_string(),
+            _ => {
+                let started = std::env::args_os()
+                    .next()
+                    .map(std::path::PathBuf::from)
+                    .filter(|p| p.components().count() > 1)
+                    .or(exe)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "csp-onboard".into());
+                shell_word(&started)
+            }
+        }
+    })
+    .clone()
+}
+
+/// `s` as one word for a POSIX shell: quoted only when it needs to be.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 /// The width human text is wrapped at: the terminal's, when stderr is one. Piped output (logs,
 /// scripts) is left alone, one message a line.
 fn terminal_width() -> Option<usize> {
@@ -212,6 +261,11 @@ fn terminal_width() -> Option<usize> {
     Term::stderr()
         .size_checked()
         .map(|(_, cols)| usize::from(cols))
+}
+
+/// The terminal's width when stderr is one (what human text is wrapped to).
+pub fn width() -> Option<usize> {
+    terminal_width()
 }
 
 /// `prefix` (a styled mark such as ✔, or nothing) and `msg`, wrapped to the terminal's width.
@@ -236,13 +290,18 @@ pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
     for (i, line) in msg.split('\n').enumerate() {
         let body = line.trim_start_matches(' ');
         let indent = " ".repeat(line.len() - body.len());
-        let marker = bullet_width(body);
+        let marker = match bullet_width(body) {
+            0 if !indent.is_empty() => value_column(body, width / 2),
+            n => n,
+        };
         let first = if i == 0 {
             format!("{lead}{indent}")
         } else {
             format!("{}{indent}", " ".repeat(lead_width))
         };
         let rest = format!("{}{indent}{}", " ".repeat(lead_width), " ".repeat(marker));
+        let glued = glue_commands(body, width.saturating_sub(rest.len()));
+        let body = glued.as_str();
         let options = textwrap::Options::new(width)
             .break_words(false)
             .word_separator(textwrap::WordSeparator::AsciiSpace)
@@ -255,11 +314,46 @@ pub fn wrap_to(width: Option<usize>, prefix: &str, msg: &str) -> String {
             out.extend(
                 textwrap::wrap(body, options)
                     .into_iter()
-                    .map(|l| l.into_owned()),
+                    .map(|l| l.replace(GLUE, " ")),
             );
         }
     }
     out.join("\n")
+}
+
+/// Joins the words of a `command in backquotes` so it is never cut across lines: a person
+/// copies it whole. (A no-break space, which the ASCII-space wrapper does not break at.)
+const GLUE: char = '\u{a0}';
+
+/// Only a command that fits on a continuation line (`room` columns) is glued; a longer one
+/// may break at its spaces rather than be cut by the terminal.
+fn glue_commands(line: &str, room: usize) -> String {
+    line.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            let command = i % 2 == 1;
+            if command && part.chars().count() + 2 <= room {
+                part.replace(' ', &GLUE.to_string())
+            } else {
+                part.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
+/// In an indented `label    value` row, the column where the value starts, so its wrapped
+/// lines line up under it (0 when the row is not one, or the column is past `max`).
+fn value_column(body: &str, max: usize) -> usize {
+    let Some(gap) = body.find("  ") else {
+        return 0;
+    };
+    let value = gap + body[gap..].len() - body[gap..].trim_start_matches(' ').len();
+    if value < max && value < body.len() {
+        value
+    } else {
+        0
+    }
 }
 
 /// The width of a list marker (`• `, `12. `) opening a line, for hanging indentation.
@@ -519,6 +613,42 @@ mod tests {
         assert!(
             text.lines().skip(1).all(|l| l.starts_with("  ")),
             "hangs under the text:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_command_in_backquotes_stays_on_one_line_and_table_values_line_up() {
+        let text = wrap_to(
+            Some(60),
+            "",
+            "  Commerce ID   not given: run `csp-onboard init --commerce-id <guid>` later",
+        );
+        assert_eq!(
+            text,
+            "  Commerce ID   not given: run\n                \
+             `csp-onboard init --commerce-id <guid>`\n                later"
+        );
+    }
+
+    #[test]
+    fn a_command_too_long_for_a_line_breaks_at_its_spaces_rather_than_overflow() {
+        let text = wrap_to(
+            Some(30),
+            "",
+            "run `csp-onboard init --commerce-id <guid> --profile x`",
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 30), "{text}");
+    }
+
+    #[test]
+    fn a_path_with_spaces_is_quoted_for_the_shell() {
+        assert_eq!(
+            super::shell_word("/opt/bin/csp-onboard"),
+            "/opt/bin/csp-onboard"
+        );
+        assert_eq!(
+            super::shell_word("/home/a b/it's/csp-onboard"),
+            r"'/home/a b/it'\''s/csp-onboard'"
         );
     }
 

@@ -305,18 +305,127 @@ async fn exit_4_when_the_user_is_not_an_admin() {
     assert_eq!(doc["error"]["kind"], "permission_denied");
 }
 
+/// Graph requests that change the tenant (everything but reads).
+fn graph_writes(emu: &csp_onboard::emulator::Emulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1.0") && r.method != "GET")
+        .count()
+}
+
+/// An Admin agent holds no directory role in the partner tenant: Graph "Create servicePrincipal"
+/// needs Global / Application / Cloud Application Administrator, "Add members" a group admin. The
+/// plan is refused before any write, and App management plus capture is the way that works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_agent_is_enough() {
-    let (code, err, _) = init_exit(
-        Knobs {
-            signed_in_user: UserKind::AdminAgent,
-            ..fast_knobs()
-        },
-        &[],
-    )
+async fn an_admin_agent_is_refused_before_any_write_then_captures_an_app_management_key() {
+    let emu = emulator(Knobs {
+        signed_in_user: UserKind::AdminAgent,
+        ..fast_knobs()
+    })
     .await;
-    assert_eq!(code, 0, "{err}");
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let apps = emu.applications().len();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert_eq!(graph_writes(&emu), 0, "no write request: {err}");
+    assert_eq!(emu.applications().len(), apps, "no application");
+    assert!(
+        !cli.data_dir().join("profiles/default.json").exists(),
+        "no profile"
+    );
     assert!(err.contains("Admin agent"), "{err}");
+    assert!(
+        err.contains("App management") && err.contains("appmanagement"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--app-id") && err.contains("--app-secret-stdin"),
+        "names the capture command: {err}"
+    );
+    assert_eq!(json(&out)["error"]["exit_code"], 4);
+
+    // The way that works: "Add new web app" and "Add key" in App management, then capture.
+    let (app_id, _, secret) = emu.portal_create_app("Made in App management");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(shown["secret"], secret.expose(), "verified and stored");
+
+    // An agent's rotation: a new key made in App management, captured again, replaces it.
+    let (_, new_secret) = emu.portal_add_key(&app_id).expect("the app exists");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", new_secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["action"], "recaptured");
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(shown["secret"], new_secret.expose());
+    assert_eq!(graph_writes(&emu), 0, "the agent never wrote through Graph");
+}
+
+/// An Application Administrator may create the app, its service principal and its secret
+/// (Graph "Create servicePrincipal", "application: addPassword") but not add members to
+/// AdminAgents ("Add members"): that step is skipped and said so; the rest works, and rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_administrator_onboards_without_the_admin_agents_step() {
+    let emu = emulator(Knobs {
+        signed_in_user: UserKind::AppAdmin,
+        ..fast_knobs()
+    })
+    .await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(err.contains("Application Administrator"), "{err}");
+    assert!(
+        err.contains("Skipped")
+            && err.contains("AdminAgents")
+            && err.contains("Global Administrator"),
+        "says what is skipped and who can do it: {err}"
+    );
+    assert_eq!(emu.count("POST", "/members/$ref"), 0, "never attempted");
+    assert_eq!(json(&out)["action"], "created");
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,8 +458,10 @@ async fn exit_4_when_the_tenant_is_not_a_csp_partner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_5_when_the_policy_caps_lifetime_below_the_request() {
+    // A sign-in that may read the policy (Policy.Read.All granted).
     let knobs = Knobs {
         max_password_lifetime: Some(Duration::from_secs(365 * 86400)),
+        grant_policy_read: true,
         ..fast_knobs()
     };
     let (code, err, _) = init_exit(knobs.clone(), &["--secret-years", "2"]).await;
@@ -363,6 +474,52 @@ async fn exit_5_when_the_policy_caps_lifetime_below_the_request() {
     let (code, err, doc) = init_exit(knobs, &[]).await;
     assert_eq!(code, 0, "{err}");
     assert!(doc["secret_expires"].is_string());
+}
+
+/// The default: the policy read is refused (no Policy.Read.All), so the policy is unknown, not
+/// absent. Graph refuses a year (CredentialInvalidLifetimeAsPerAppPolicy): scripted, exit 5
+/// naming --secret-days, never the year just refused; then --secret-days finishes the same app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_policy_that_refuses_a_year_asks_for_secret_days() {
+    let emu = emulator(Knobs {
+        max_password_lifetime: Some(Duration::from_secs(180 * 86400)),
+        ..fast_knobs()
+    })
+    .await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--secret-years", "1"]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 5, "{err}");
+    assert!(err.contains("--secret-days"), "{err}");
+    assert!(
+        !err.contains("--secret-years 1"),
+        "1 year was just refused: {err}"
+    );
+    assert!(
+        err.contains("Policy.Read.All"),
+        "says why the limit is unknown: {err}"
+    );
+    let apps = emu.applications().len();
+
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--secret-days", "90"]), "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let end = time::OffsetDateTime::parse(
+        json(&out)["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let days = (end - time::OffsetDateTime::now_utc()).whole_days();
+    assert!((88..=90).contains(&days), "{days}");
+    assert_eq!(
+        emu.applications().len(),
+        apps,
+        "the first run's app, not another"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -824,4 +981,307 @@ async fn rerun_with_another_app_is_refused_and_a_commerce_id_can_be_added_later(
         doc["key_id"], first["key_id"],
         "adding the Commerce ID does not rotate the key"
     );
+}
+
+/// An Admin agent who gives the App ID of an app it does not own: the service principal step is
+/// skipped (an App management app has one), addPassword is refused ("application: addPassword"),
+/// and nothing is left behind: no key, no profile. The message names App management's "Add key".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_adding_a_key_to_an_app_it_does_not_own_leaves_nothing() {
+    let emu = emulator(Knobs {
+        signed_in_user: UserKind::AdminAgent,
+        ..fast_knobs()
+    })
+    .await;
+    let (app_id, _, _) = emu.portal_create_app("Made in App management");
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--app-id", &app_id]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(err.contains("Add key"), "{err}");
+    assert_eq!(emu.count("POST", "/servicePrincipals"), 0, "{err}");
+    let app = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap();
+    assert_eq!(app.passwords.len(), 1, "only App management's key");
+    assert!(
+        !cli.data_dir().join("profiles/default.json").exists(),
+        "no profile"
+    );
+}
+
+/// A CSP partner tenant whose Partner Center service principal is missing (deleted in the Entra
+/// admin center) is still a partner tenant: for an account that may create it, creating it is
+/// the plan's first step (as CIPP's SAM setup does); an Admin agent is told exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_partner_center_service_principal_is_created_by_an_admin_and_named_to_an_agent() {
+    let emu = emulator(fast_knobs()).await;
+    assert!(emu.portal_delete_service_principal(csp_onboard::cloud::PARTNER_CENTER_APP_ID));
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+
+    emu.update_knobs(|k| k.signed_in_user = UserKind::AdminAgent);
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--dry-run"]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(
+        err.contains("creating Partner Center's service principal needs"),
+        "{err}"
+    );
+    assert_eq!(graph_writes(&emu), 0);
+
+    emu.update_knobs(|k| k.signed_in_user = UserKind::GlobalAdmin);
+    let pc_sp = format!(
+        "servicePrincipals(appId='{}')",
+        csp_onboard::cloud::PARTNER_CENTER_APP_ID
+    );
+    let before = emu.count("GET", &pc_sp);
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("Partner Center's service principal is in the tenant"));
+    assert_eq!(
+        emu.count("GET", &pc_sp),
+        before + 1,
+        "read once, by the first round of reads"
+    );
+}
+
+/// A delegated Graph token for whoever the emulator signs in now (device code, auto-approved).
+async fn graph_as(
+    emu: &csp_onboard::emulator::Emulator,
+    who: UserKind,
+) -> csp_onboard::partner_center::Graph {
+    use csp_onboard::partner_center::{self as pc, Graph, HttpClient, SignInClient};
+    emu.update_knobs(|k| k.signed_in_user = who);
+    let ep = csp_onboard::cloud::Endpoints::from_urls(
+        csp_onboard::cloud::Cloud::Custom,
+        &emu.authority_url(),
+        &emu.graph_url(),
+        &emu.partner_center_url(),
+    )
+    .unwrap();
+    let http = HttpClient::new().unwrap();
+    let client = SignInClient {
+        client_id: csp_onboard::cloud::DEFAULT_PUBLIC_CLIENT_ID.into(),
+        tenant: emu.tenant_id(),
+    };
+    let dc = pc::device_code_start(&http, &ep, &client, &pc::graph_sign_in_scopes(&ep))
+        .await
+        .unwrap();
+    let t = pc::device_code_poll(&http, &ep, &client, &dc, |_| {})
+        .await
+        .unwrap();
+    Graph::new(http, &ep, t.access_token)
+}
+
+/// An Admin agent who owns the app (it registered it; an admin made its service principal) may
+/// add and remove its keys through Graph ("application: addPassword": the owner may): `init
+/// --app-id` skips the service principal step it may not take, and `rotate` works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_who_owns_the_app_adds_and_rotates_its_keys_through_graph() {
+    let emu = emulator(fast_knobs()).await;
+    let app = graph_as(&emu, UserKind::AdminAgent)
+        .await
+        .create_application("The agent's own app")
+        .await
+        .expect("any member may register an app, and owns it");
+    graph_as(&emu, UserKind::GlobalAdmin)
+        .await
+        .create_service_principal(&app.app_id)
+        .await
+        .expect("an admin makes its service principal");
+    emu.update_knobs(|k| k.signed_in_user = UserKind::AdminAgent);
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--app-id", &app.app_id]), "")
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(err.contains("Skipped"), "the service principal step: {err}");
+    let first = json(&out)["key_id"].clone();
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_ne!(json(&out)["key_id"], first);
+    let keys = emu
+        .applications()
+        .into_iter()
+        .find(|a| a.app_id == app.app_id)
+        .unwrap()
+        .passwords;
+    assert_eq!(keys.len(), 1, "the old key was removed by its owner");
+}
+
+// ---- Issue 12: what a new user reads after a run. ----
+
+/// After a rotation that removed the old key, the old secret is dead: say so, and what must be
+/// updated. `--json` carries `old_key_removed`. A kept old key is not dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_removed_the_old_key_says_the_old_secret_no_longer_works() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["old_key_removed"], true);
+    let err = stderr(&out);
+    assert!(err.contains("The old secret no longer works"), "{err}");
+    assert!(
+        err.contains("show --reveal"),
+        "how to get the new one: {err}"
+    );
+
+    let out = cli
+        .run(&args(&["--tenant", &tenant, "--keep-old"]), "")
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["old_key_removed"], false);
+    assert!(
+        !stderr(&out).contains("no longer works"),
+        "{}",
+        stderr(&out)
+    );
+
+    // rotate --all says it per profile too.
+    let all = [
+        "rotate",
+        "--all",
+        "--json",
+        "--non-interactive",
+        "--auth",
+        "device-code",
+    ];
+    let out = cli.run(&all, "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["profiles"][0]["old_key_removed"], true);
+    assert!(stderr(&out).contains("no longer work"), "{}", stderr(&out));
+}
+
+/// A pasted value with whitespace inside is refused before any request; the capture's wait says
+/// what it is (one limit, the two causes, Ctrl-C) and the end says which cause is likelier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_checks_the_pasted_value_first_and_says_what_the_wait_is() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, _) = emu.portal_create_app("Made in the portal");
+    let tenant = emu.tenant_id();
+    let capture = [
+        "init",
+        "--non-interactive",
+        "--tenant",
+        &tenant,
+        "--app-id",
+        &app_id,
+        "--app-secret-stdin",
+        "--verify-timeout",
+        "2",
+    ];
+    let out = cli.run(&capture, "abc~defgh ijklmnop\n").await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("space"), "{}", stderr(&out));
+    assert_eq!(emu.count("POST", "/token"), 0, "refused before any request");
+
+    let out = cli.run(&capture, "a-value-that-was-never-issued\n").await;
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    let err = stderr(&out);
+    for said in [
+        "up to 2 s",
+        "a key made in the last minutes may still be spreading",
+        "a mistyped one never works",
+        "Ctrl-C",
+        "most likely",
+    ] {
+        assert!(err.contains(said), "{said:?} in:\n{err}");
+    }
+}
+
+/// The next steps name the command the way this binary was started when `csp-onboard` is not on
+/// PATH (after `cargo run`), and plainly `csp-onboard` when it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_steps_name_the_command_as_it_can_be_run() {
+    let emu = emulator(fast_knobs()).await;
+    let mut cli = Cli::new(&emu);
+    cli.env.push(("PATH".into(), "/usr/bin:/bin".into()));
+    let tenant = emu.tenant_id();
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let started = format!("{} check", bin().display());
+    assert!(
+        stderr(&out).contains(&started),
+        "{started} in:\n{}",
+        stderr(&out)
+    );
+
+    let dir = bin().parent().unwrap().display().to_string();
+    cli.env.retain(|(k, _)| k != "PATH");
+    cli.env
+        .push(("PATH".into(), format!("{dir}:/usr/bin:/bin")));
+    cli.env
+        .push(("CSP_ONBOARD_PROFILE".into(), "second".into()));
+    let out = cli.run(&args(&["--tenant", &tenant]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`csp-onboard check --profile second`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&started), "{}", stderr(&out));
+}
+
+/// The Done screen: a missing Commerce ID is "not given" (as `show` says) with the command that
+/// adds it later; the values for a cost tool come from `show --reveal --json` (plain
+/// `show --reveal` prints the secret alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_done_screen_says_how_to_add_the_commerce_id_and_hand_over_the_values() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let out = cli.run(&args(&["--tenant", &emu.tenant_id()]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not given"), "{err}");
+    assert!(!err.contains("unknown"), "{err}");
+    assert!(
+        err.contains("csp-onboard init --commerce-id <guid>"),
+        "{err}"
+    );
+    assert!(err.contains("show --reveal --json"), "{err}");
+    assert!(!err.contains("hands them over"), "{err}");
+}
+
+/// A second app with the display name of one already in the tenant is not created silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_an_app_named_like_an_existing_one_warns_and_names_it() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let (existing, _, _) = emu.portal_create_app("Partner Center web app (csp-onboard)");
+    let out = cli.run(&args(&["--tenant", &emu.tenant_id()]), "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("already has an app named"), "{err}");
+    assert!(
+        err.contains(&existing),
+        "the existing App ID is named: {err}"
+    );
+    assert!(err.contains("--app-id"), "how to reuse it: {err}");
 }

@@ -143,15 +143,17 @@ async fn dry_run_changes_nothing_and_shows_the_plan() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let d = json(&out);
     assert_eq!(d["dry_run"], true);
+    let steps = d["plan"]["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| {
+        let call = s["call"].as_str().unwrap();
+        call.starts_with("POST") && call.ends_with("/applications")
+    }));
     assert!(
-        d["plan"]
-            .as_array()
-            .unwrap()
+        steps
             .iter()
-            .any(|s| s.as_str().unwrap().contains("POST")
-                && s.as_str().unwrap().contains("/applications"))
+            .all(|s| s["permission"].is_string() && s["role"].is_string() && s["status"] == "run"),
+        "each step names its permission and role: {d}"
     );
-    assert!(d["permissions"].to_string().contains("user_impersonation"));
     assert_eq!(
         emu.requests()
             .iter()
@@ -531,7 +533,8 @@ async fn rotation_reads_the_policy_only_when_graph_refuses_the_lifetime() {
 
     // The tenant now caps secrets at a year: the 2-year attempt is refused, the policy read, a 1-year key made.
     emu.update_knobs(|k| {
-        k.max_password_lifetime = Some(std::time::Duration::from_secs(365 * 86400))
+        k.max_password_lifetime = Some(std::time::Duration::from_secs(365 * 86400));
+        k.grant_policy_read = true;
     });
     let out = cli.run(&rot, "").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -668,6 +671,7 @@ async fn rotate_all_dry_run_sends_nothing() {
 async fn a_policy_shorter_than_a_year_still_allows_rotation() {
     let knobs = Knobs {
         max_password_lifetime: Some(std::time::Duration::from_secs(180 * 86400)),
+        grant_policy_read: true,
         ..fast_knobs()
     };
     let (_emu, cli, _) = onboarded(knobs).await;
@@ -999,4 +1003,143 @@ fn the_man_page_documents_every_subcommand_and_keeps_the_examples_whole() {
             "the example line is whole: {example}\n{text}"
         );
     }
+}
+
+/// One word for a Commerce ID nobody gave, in `show` as in `init`: "not given", with the command
+/// that adds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_says_a_missing_commerce_id_is_not_given_and_how_to_add_it() {
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    let out = cli.run(&["show"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("commerce_id"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(line.contains("not given"), "{line}");
+    assert!(!line.contains("unknown"), "{line}");
+    assert!(
+        line.contains("csp-onboard init --commerce-id <guid>"),
+        "{line}"
+    );
+}
+
+/// An Admin agent who does not own the app may not add a key through Graph ("application:
+/// addPassword" needs the owner or an app-admin role): `rotate` says so with exit 4, changes
+/// nothing, and names the way that works (App management's "Add key", then capture again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_agent_rotation_is_refused_with_the_app_management_way() {
+    let emu = emulator(csp_onboard::emulator::Knobs {
+        signed_in_user: csp_onboard::emulator::UserKind::AdminAgent,
+        ..fast_knobs()
+    })
+    .await;
+    let cli = Cli::new(&emu);
+    let (app_id, _, secret) = emu.portal_create_app("Made in App management");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--tenant",
+                &emu.tenant_id(),
+                "--app-id",
+                &app_id,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let keys = emu
+        .applications()
+        .iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap()
+        .passwords
+        .len();
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    let err = stderr(&out);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(
+        err.contains("Add key") && err.contains("--app-secret-stdin"),
+        "{err}"
+    );
+    let after = emu
+        .applications()
+        .iter()
+        .find(|a| a.app_id == app_id)
+        .unwrap()
+        .passwords
+        .len();
+    assert_eq!(after, keys, "no key was added");
+    let shown = json(&cli.run(&["show", "--reveal", "--json"], "").await);
+    assert_eq!(
+        shown["secret"],
+        secret.expose(),
+        "the stored secret is untouched"
+    );
+    assert!(shown["pending"].is_null());
+}
+
+/// `rotate --all` keeps each profile's previous lifetime, as a single rotation does: a 2-year
+/// profile gets a 2-year key, not the 1-year default (it used to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_all_keeps_each_profiles_previous_lifetime() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--json",
+                "--auth",
+                "device-code",
+                "--tenant",
+                &emu.tenant_id(),
+                "--secret-years",
+                "2",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cli
+        .run(
+            &[
+                "rotate",
+                "--all",
+                "--json",
+                "--non-interactive",
+                "--auth",
+                "device-code",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    let end = OffsetDateTime::parse(
+        doc["profiles"][0]["secret_expires"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        (end - OffsetDateTime::now_utc()).whole_days() > 700,
+        "the previous 2-year lifetime is kept: {doc}"
+    );
 }

@@ -71,6 +71,7 @@ async fn no_numeric_flag_value_makes_the_binary_panic() {
         (init_dry.clone(), "--secret-years", vec!["2"]),
         (init_dry, "--verify-timeout", vec!["1"]),
         (vec!["check"], "--warn-days", vec!["0", "3650"]),
+        (vec!["check"], "--deadline", vec!["60", "86400"]),
     ];
     for (cmd, flag, good) in &table {
         for v in good {
@@ -102,8 +103,14 @@ async fn no_numeric_flag_value_makes_the_binary_panic() {
         assert_no_panic(&out, &format!("{flag} {v}"));
         assert_eq!(code(&out), 2, "{flag} {v}: {}", stderr(&out));
     }
-    let out = cli.run(&["check", "--warn-days", "3651"], "").await;
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    for (flag, v) in [
+        ("--warn-days", "3651"),
+        ("--deadline", "0"),
+        ("--deadline", "86401"),
+    ] {
+        let out = cli.run(&["check", flag, v], "").await;
+        assert_eq!(code(&out), 2, "{flag} {v}: {}", stderr(&out));
+    }
     // The emulator's own knobs: a value it accepts runs a server, so only refusals are run.
     for flag in [
         "--port",
@@ -610,6 +617,19 @@ async fn the_emulator_demo_never_occupies_the_default_profile() {
         assert_eq!(json(&out)["profile"], "emulator", "{}", stdout(&out));
     }
     assert!(!cli.data_dir().join("profiles/default.json").exists());
+    // The next steps it prints name the demo's profile, so they work as printed.
+    let out = cli
+        .run(&["init", "--cloud", "emulator", "--non-interactive"], "")
+        .await;
+    assert!(
+        stderr(&out).contains("csp-onboard check --profile emulator"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        code(&cli.run(&["check", "--profile", "emulator"], "").await),
+        0
+    );
     let out = cli
         .run(&["show", "--cloud", "emulator", "--json"], "")
         .await;
@@ -641,4 +661,329 @@ async fn remove_without_a_terminal_needs_yes() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!cli.data_dir().join("profiles/default.json").exists());
     assert!(!cli.data_dir().join("secrets/default.secret").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Every command ends: a total deadline, and never a wait without end or shorter than asked.
+
+/// Run with a guard: kill the child if it is still running after `guard` (a safety net for a
+/// broken build, not the assertion: the assertions are the exit code and the message).
+async fn run_guarded(
+    mut c: std::process::Command,
+    guard: std::time::Duration,
+) -> (std::process::Output, bool) {
+    tokio::task::spawn_blocking(move || {
+        use std::process::Stdio;
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn csp-onboard");
+        let start = std::time::Instant::now();
+        let mut killed = false;
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > guard {
+                let _ = child.kill();
+                killed = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (child.wait_with_output().unwrap(), killed)
+    })
+    .await
+    .unwrap()
+}
+
+/// A server that takes the request and never answers: `check` ends at its deadline
+/// (CSP_ONBOARD_DEADLINE here; --deadline is the same) with exit 9, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_ends_at_the_deadline_with_exit_9() {
+    let (emu, cli, _) = onboarded(fast_knobs()).await;
+    emu.update_knobs(|k| k.hang_after_route = Some("/token".into()));
+    let mut c = cli.command(&["check"]);
+    c.env("CSP_ONBOARD_DEADLINE", "3");
+    let (out, killed) = run_guarded(c, std::time::Duration::from_secs(90)).await;
+    assert!(!killed, "still running after 90 s: {}", stderr(&out));
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+    assert!(stderr(&out).contains("deadline"), "{}", stderr(&out));
+    // The same with the flag, for init (a sign-in that hangs).
+    let mut c = cli.command(&args(
+        &["init", "--profile", "other", "--deadline", "3"],
+        &DEVICE,
+    ));
+    c.env("CSP_ONBOARD_TENANT", emu.tenant_id());
+    let (out, killed) = run_guarded(c, std::time::Duration::from_secs(90)).await;
+    assert!(!killed, "still running after 90 s: {}", stderr(&out));
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+}
+
+/// `Retry-After: 3600` on /me is longer than any run may wait: init stops at once with exit 9
+/// and says when to try again, instead of waiting an hour (or, worse, less than asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_deadline_stops_at_once_with_exit_9() {
+    use csp_onboard::emulator::ThrottleRule;
+    let emu = emulator(fast_knobs()).await;
+    emu.update_knobs(|k| {
+        k.throttle = vec![ThrottleRule {
+            route: "GET /v1.0/me".into(),
+            first_n: 1000,
+            every_nth: 0,
+            retry_after_secs: 3600,
+        }]
+    });
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let c = cli.command(&args(&["init", "--tenant", &tenant], &DEVICE));
+    let (out, killed) = run_guarded(c, std::time::Duration::from_secs(90)).await;
+    assert!(!killed, "still waiting after 90 s: {}", stderr(&out));
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("3600") && err.contains("try again after"),
+        "{err}"
+    );
+    let me = emu
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.split('?').next() == Some("/v1.0/me"))
+        .count();
+    assert_eq!(me, 1, "asked once, not again sooner than told");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Input validation: refused before any request, with exit 2, writing nothing.
+
+/// Only the canonical 8-4-4-4-12 form (any case, blanks around it ignored) is a GUID; the other
+/// forms a parser might accept are refused before any sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_canonical_guids_are_accepted_and_before_any_request() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let g = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let braced = format!("{{{g}}}");
+    let urn = format!("urn:uuid:{g}");
+    let bare = g.replace('-', "");
+    for bad in [braced.as_str(), urn.as_str(), bare.as_str()] {
+        for flag in ["--app-id", "--commerce-id", "--client-id", "--tenant"] {
+            let mut a = vec!["init", "--non-interactive", "--auth", "device-code"];
+            if flag != "--tenant" {
+                a.extend(["--tenant", tenant.as_str()]);
+            }
+            a.extend([flag, bad]);
+            let out = cli.run(&a, "").await;
+            assert_eq!(code(&out), 2, "{flag} {bad}: {}", stderr(&out));
+        }
+    }
+    assert_eq!(emu.requests().len(), 0, "no request at all");
+    let left: Vec<_> = std::fs::read_dir(cli.data_dir().join("profiles"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+    // Upper case with blanks around it is the same GUID.
+    let (app_id, _, secret) = emu.portal_create_app("Captured");
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--non-interactive",
+                "--tenant",
+                &format!(" {} ", tenant.to_uppercase()),
+                "--app-id",
+                &app_id.to_uppercase(),
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// A secret piped on stdin: too long, not UTF-8, or more than one line is exit 2, and nothing
+/// is sent (a 10 MB line used to go to Entra whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_secret_that_cannot_be_one_is_refused_with_exit_2() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = Cli::new(&emu);
+    let tenant = emu.tenant_id();
+    let (app_id, _, secret) = emu.portal_create_app("Captured");
+    let capture = [
+        "init",
+        "--non-interactive",
+        "--tenant",
+        tenant.as_str(),
+        "--app-id",
+        app_id.as_str(),
+        "--app-secret-stdin",
+    ];
+    let long = format!("{}\n", "a".repeat(10 * 1024 * 1024));
+    let two_lines = format!("{}\nsecond line\n", secret.expose());
+    let mut not_utf8 = b"abc\xff\xfedefghijkl".to_vec();
+    not_utf8.push(b'\n');
+    for (what, input) in [
+        ("10 MB", long.into_bytes()),
+        ("two lines", two_lines.into_bytes()),
+        ("not UTF-8", not_utf8),
+    ] {
+        let out = run_cmd(cli.command(&capture), input).await;
+        assert_eq!(code(&out), 2, "{what}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("second line"), "{what}");
+    }
+    assert_eq!(emu.requests().len(), 0, "nothing sent");
+    // A token with a line break inside (from the environment) is refused the same way.
+    let mut c = cli.command(&[
+        "init",
+        "--non-interactive",
+        "--tenant",
+        &tenant,
+        "--auth",
+        "access-token",
+    ]);
+    c.env("CSP_ONBOARD_ACCESS_TOKEN", "eyJhbGciOi.part\none.sig");
+    let out = run_cmd(c, Vec::new()).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("line break"), "{}", stderr(&out));
+    assert_eq!(emu.requests().len(), 0, "nothing sent");
+}
+
+/// A wrong automation secret is a failed sign-in (exit 3), not "the secret could not be
+/// verified" (exit 7, which is about the app's own secret).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_automation_secret_is_a_failed_sign_in() {
+    let (emu, cli, _) = onboarded(fast_knobs()).await;
+    let (automation, _, _) = emu.portal_create_app("Automation");
+    let mut c = cli.command(&[
+        "rotate",
+        "--non-interactive",
+        "--auth",
+        "client-secret",
+        "--client-id",
+        &automation,
+    ]);
+    c.env("CSP_ONBOARD_CLIENT_SECRET", "definitely-not-the-secret");
+    let out = run_cmd(c, Vec::new()).await;
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
+
+/// A command that fails validation leaves nothing behind: no lock file for a profile that does
+/// not exist, none for `--cloud custom` without its variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_fails_validation_writes_nothing() {
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    for cmd in [
+        args(&["rotate", "--profile", "nosuch"], &DEVICE),
+        vec!["remove", "--profile", "nosuch", "--yes"],
+    ] {
+        let out = cli.run(&cmd, "").await;
+        assert_eq!(code(&out), 8, "{cmd:?}: {}", stderr(&out));
+    }
+    let mut c = cli.command(&args(
+        &["init", "--profile", "fresh", "--cloud", "custom"],
+        &DEVICE,
+    ));
+    c.env_remove("CSP_ONBOARD_GRAPH_URL");
+    let out = run_cmd(c, Vec::new()).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let mut names: Vec<_> = std::fs::read_dir(cli.data_dir().join("profiles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["default.json", "default.lock"]);
+}
+
+/// A token endpoint that answers 307 is a refused redirect (exit 9): the secret is not sent on,
+/// and the key is not called "rejected; rotate it" (exit 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_on_the_token_endpoint_is_refused_not_reported_as_a_rejected_key() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_emu, cli, _) = onboarded(fast_knobs()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    // The profile was made with the redirecting authority (as if it had started redirecting).
+    let path = cli.data_dir().join("profiles/default.json");
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    meta["endpoints"]["authority"] = format!("{redirector}/").into();
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let mut c = cli.command(&["check"]);
+    c.env("CSP_ONBOARD_AUTHORITY_URL", &redirector);
+    let out = run_cmd(c, Vec::new()).await;
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+    assert!(stderr(&out).contains("redirect"), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12.14. remove --delete-app: only an app this tool created.
+
+/// `remove --delete-app` deletes the app registration init created (Graph "Delete application"),
+/// and refuses, before any request, an app that was captured (made in the portal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_delete_app_deletes_only_an_app_this_tool_created() {
+    let (emu, cli, doc) = onboarded(fast_knobs()).await;
+    let app_id = doc["app_id"].as_str().unwrap().to_string();
+    let exists = |emu: &Emulator, id: &str| emu.applications().iter().any(|a| a.app_id == id);
+    // A captured app (made in the portal) in another profile.
+    let (portal_app, _, secret) = emu.portal_create_app("Made in the portal");
+    let tenant = emu.tenant_id();
+    let out = cli
+        .run(
+            &[
+                "init",
+                "--profile",
+                "captured",
+                "--non-interactive",
+                "--tenant",
+                &tenant,
+                "--app-id",
+                &portal_app,
+                "--app-secret-stdin",
+            ],
+            &format!("{}\n", secret.expose()),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let before = emu.requests().len();
+    let out = cli
+        .run(
+            &args(
+                &["remove", "--profile", "captured", "--delete-app", "--yes"],
+                &DEVICE,
+            ),
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not created by csp-onboard"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(emu.requests().len(), before, "no request");
+    assert!(exists(&emu, &portal_app));
+    // Without a terminal it needs --yes, as --revoke does.
+    let out = cli
+        .run(&args(&["remove", "--delete-app"], &DEVICE), "")
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(exists(&emu, &app_id));
+    let out = cli
+        .run(
+            &args(&["remove", "--delete-app", "--yes", "--json"], &DEVICE),
+            "",
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["app_deleted"], true);
+    assert!(!exists(&emu, &app_id), "the app registration is gone");
+    assert!(exists(&emu, &portal_app), "the portal's app is untouched");
+    assert_eq!(emu.count("DELETE", "/v1.0/applications/"), 1);
 }

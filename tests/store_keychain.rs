@@ -1,10 +1,10 @@
 //! The store against the real OS keychain: set/get/replace/delete through a real Secret Service,
 //! checked from outside with libsecret's `secret-tool`, plus the "unavailable" and "locked" cases.
 //!
-//! Tests that need a Secret Service run only with `REAL_SECRET_SERVICE=1`, which
-//! `scripts/with-secret-service.sh cargo test` sets inside a private, unlocked gnome-keyring
-//! session; without it they print that they skipped and pass. The no-bus test needs nothing and
-//! always runs.
+//! Tests that need a Secret Service are `#[ignore]`d with that reason: CI runs them with
+//! `scripts/with-secret-service.sh cargo test -- --include-ignored`, inside a private, unlocked
+//! gnome-keyring session. The no-bus test needs nothing and always runs. A test that starts
+//! itself as a child process plays the child's part when `CSP_STORE_TEST_CHILD` is set.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -17,14 +17,9 @@ use csp_onboard::store::{Slot, StoreError, StoreKind, open_secrets};
 /// Set in the child processes this file spawns of itself.
 const CHILD_ENV: &str = "CSP_STORE_TEST_CHILD";
 
-fn real_secret_service() -> bool {
-    if std::env::var("REAL_SECRET_SERVICE").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!(
-        "skipped: needs a real Secret Service (run `scripts/with-secret-service.sh cargo test`)"
-    );
-    false
+#[cfg(target_os = "linux")]
+fn is_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
 }
 
 fn unique_profile(tag: &str) -> String {
@@ -72,10 +67,8 @@ fn search(user: &str) -> (usize, String) {
 
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "current_thread")]
+#[ignore = "needs a real Secret Service: scripts/with-secret-service.sh"]
 async fn secret_service_set_get_replace_delete_seen_by_secret_tool() {
-    if !real_secret_service() {
-        return;
-    }
     // A current-thread runtime: if a keychain call blocked it instead of going to the blocking
     // pool, the zbus store could not make progress inside it either way; this proves the path works.
     let (secrets, notice) =
@@ -141,11 +134,9 @@ async fn secret_service_set_get_replace_delete_seen_by_secret_tool() {
 
 #[cfg(target_os = "linux")]
 #[test]
+#[ignore = "needs a real Secret Service: scripts/with-secret-service.sh"]
 fn a_value_stored_by_secret_tool_is_read_back() {
     // Interop the other way: an item made by another Secret Service client is found by name.
-    if !real_secret_service() {
-        return;
-    }
     let profile = unique_profile("interop");
     let mut child = Command::new("secret-tool")
         .args([
@@ -191,12 +182,19 @@ fn run_child(test: &str, envs: &[(&str, &str)], wrapper: &[&str]) -> Output {
         c.args(&wrapper[1..]).arg(&exe);
         c
     };
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        // No display: an unlock prompt must fail at once, never wait for a click.
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .envs(envs.iter().copied());
+    // --include-ignored: the test may be one that needs a real Secret Service.
+    cmd.args([
+        "--exact",
+        test,
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, "1")
+    // No display: an unlock prompt must fail at once, never wait for a click.
+    .env_remove("DISPLAY")
+    .env_remove("WAYLAND_DISPLAY")
+    .envs(envs.iter().copied());
     cmd.output().unwrap()
 }
 
@@ -212,10 +210,13 @@ fn show(out: &Output) -> String {
 #[cfg(target_os = "linux")]
 #[test]
 fn no_session_bus_is_reported_up_front_and_only_the_emulator_falls_back() {
+    if is_child() {
+        return child_no_bus();
+    }
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().to_str().unwrap();
     let out = run_child(
-        "child_no_bus",
+        "no_session_bus_is_reported_up_front_and_only_the_emulator_falls_back",
         &[
             (
                 "DBUS_SESSION_BUS_ADDRESS",
@@ -234,11 +235,9 @@ fn no_session_bus_is_reported_up_front_and_only_the_emulator_falls_back() {
     );
 }
 
-#[test]
+#[cfg(target_os = "linux")]
+/// The child's part: a real cloud refuses a store without a bus; the emulator falls back.
 fn child_no_bus() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return; // only meaningful in the child started above
-    }
     // A real cloud: an error with exit 6, the reason and the alternatives.
     let err = open_secrets(StoreKind::Keychain, Cloud::Global).unwrap_err();
     assert!(matches!(err, StoreError::NoSessionBus(_)), "{err:?}");
@@ -298,7 +297,7 @@ fn probe_in_private_session(root: &Path, session: &str, expect: &str) {
     envs.push(("CSP_STORE_TEST_EXPECT", expect));
     // `timeout`: a misbehaving activation must fail the test, not hang it for D-Bus's 120 s.
     let out = run_child(
-        "child_probe",
+        "missing_then_locked_login_collection_are_told_apart",
         &envs,
         &["timeout", "60", "dbus-run-session", "--"],
     );
@@ -330,9 +329,10 @@ kill "$pid"
 
 #[cfg(target_os = "linux")]
 #[test]
+#[ignore = "needs a real Secret Service: scripts/with-secret-service.sh"]
 fn missing_then_locked_login_collection_are_told_apart() {
-    if !real_secret_service() {
-        return;
+    if is_child() {
+        return child_probe();
     }
     let root = tempfile::tempdir().unwrap();
 
@@ -362,11 +362,10 @@ fn missing_then_locked_login_collection_are_told_apart() {
     probe_in_private_session(root.path(), "3", "locked");
 }
 
-#[test]
+#[cfg(target_os = "linux")]
+/// The child's part: in a private session, the store says which state the keyring is in.
 fn child_probe() {
-    let Ok(expect) = std::env::var("CSP_STORE_TEST_EXPECT") else {
-        return; // only meaningful in the child started above
-    };
+    let expect = std::env::var("CSP_STORE_TEST_EXPECT").expect("set by the parent");
     let err = open_secrets(StoreKind::Keychain, Cloud::Global).unwrap_err();
     let ue = err.to_user_error();
     assert_eq!(ue.exit, Exit::Keychain);
@@ -384,6 +383,9 @@ fn child_probe() {
 #[cfg(target_os = "linux")]
 #[test]
 fn data_dir_follows_the_override_then_xdg_and_is_private() {
+    if is_child() {
+        return child_data_dir();
+    }
     let root = tempfile::tempdir().unwrap();
     let xdg = root.path().join("xdg");
     let over = root.path().join("override/nested");
@@ -403,7 +405,11 @@ fn data_dir_follows_the_override_then_xdg_and_is_private() {
             ],
         ),
     ] {
-        let out = run_child("child_data_dir", &envs, &[]);
+        let out = run_child(
+            "data_dir_follows_the_override_then_xdg_and_is_private",
+            &envs,
+            &[],
+        );
         assert!(out.status.success(), "{}", show(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -418,11 +424,9 @@ fn data_dir_follows_the_override_then_xdg_and_is_private() {
     }
 }
 
-#[test]
+#[cfg(target_os = "linux")]
+/// The child's part: print the data directory the store chose.
 fn child_data_dir() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return; // only meaningful in the child started above
-    }
     println!(
         "data_dir={}",
         csp_onboard::store::data_dir().unwrap().display()

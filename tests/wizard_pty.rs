@@ -754,7 +754,7 @@ async fn an_80_column_window_wraps_at_spaces_and_never_splits_a_guid() {
         s.expect("Name of the new web app");
         s.keys(ENTER);
         s.expect("Done. Your Partner Center web app:");
-        s.expect("replaces it before it expires.");
+        s.expect("before it expires.");
         let rows = s.rows_at(CLASSIC.cols);
         let shown: Vec<&str> = rows.iter().map(|(r, _)| r.as_str()).collect();
         println!(
@@ -773,6 +773,19 @@ async fn an_80_column_window_wraps_at_spaces_and_never_splits_a_guid() {
         );
         let guid = split_guids(&shown);
         assert!(guid.is_empty(), "GUIDs split across lines: {guid:?}");
+        // Asked before the app exists: where to find the Commerce ID cannot be "next to the App ID".
+        assert!(
+            !shown.iter().any(|l| l.contains("next to the App ID")),
+            "{}",
+            shown.join("\n")
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|l| l.contains("init --commerce-id <guid>")),
+            "the Done screen says how to add it later:\n{}",
+            shown.join("\n")
+        );
     })
     .await;
     assert_eq!(exit, 0, "{screen}");
@@ -864,4 +877,121 @@ async fn esc_cancels_a_text_prompt_and_the_secret_prompt_with_exit_130() {
     );
     let out = cli.run(&["show", "--json"], "").await;
     assert_eq!(code(&out), 8, "nothing stored: {}", stderr(&out));
+}
+
+/// An Admin agent chooses "Create": before anything is written the wizard says why Microsoft
+/// will not let this account do it, and offers the way that works (App management, then
+/// capture), in the same run.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_agent_is_led_to_app_management_and_capture_before_any_write() {
+    let emu = emulator(csp_onboard::emulator::Knobs {
+        signed_in_user: csp_onboard::emulator::UserKind::AdminAgent,
+        ..fast_knobs()
+    })
+    .await;
+    let (app_id, _, secret) = emu.portal_create_app("Made in App management");
+    let apps = app_ids(&emu);
+    let cli = cli_for(&emu);
+    let typed_app = app_id.clone();
+    let pasted = secret.expose().to_string();
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
+        s.expect(MENU);
+        s.expect("Create a new web app (recommended)");
+        s.keys(ENTER);
+        s.expect("Role: Admin agent");
+        s.expect("Admin agent without a directory role");
+        s.expect("Add new web app");
+        s.expect("Capture the app and key made there now?");
+        s.keys(ENTER);
+        s.expect("App ID (from App management)");
+        s.answer(&typed_app);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Paste the app's secret value");
+        s.answer(&pasted);
+        s.expect("Verified");
+        s.expect("Done. Your Partner Center web app:");
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
+    assert_eq!(app_ids(&emu), apps, "no app was created");
+    assert!(
+        emu.requests()
+            .iter()
+            .all(|r| !r.path.starts_with("/v1.0") || r.method == "GET"),
+        "no Graph write"
+    );
+}
+
+/// The tenant's policy cannot be read (no Policy.Read.All, the default) and Graph refuses a
+/// year: the wizard asks for a shorter lifetime in days and finishes the same app with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_policy_that_refuses_a_year_makes_the_wizard_ask_for_days() {
+    let emu = emulator(csp_onboard::emulator::Knobs {
+        max_password_lifetime: Some(std::time::Duration::from_secs(180 * 86400)),
+        ..fast_knobs()
+    })
+    .await;
+    let seeded = app_ids(&emu);
+    let cli = cli_for(&emu);
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), move |s| {
+        s.expect(MENU);
+        s.keys(ENTER);
+        s.expect(LIFETIME);
+        s.keys(ENTER);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Name of the new web app");
+        s.keys(ENTER);
+        s.expect("its limit could not be read");
+        s.expect("Key lifetime in days (less than 365)");
+        s.answer("400");
+        s.expect("give a number of days from 1 to 364");
+        s.expect("Key lifetime in days (less than 365)");
+        s.answer("90");
+        s.expect("Verified");
+        s.expect("Done. Your Partner Center web app:");
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
+    assert_eq!(apps_added(&emu, &seeded).len(), 1, "one app");
+    let days = days_until(&show(&cli).await["secret_expires"]);
+    assert!((88..=90).contains(&days), "{days}");
+}
+
+/// Found at 100 columns: a dry-run plan's call cut as `…/removePasswo` / `rd`. At 80 columns
+/// every plan line and call fits, or is wrapped at a space.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_80_column_dry_run_plan_never_cuts_a_call() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = cli_for(&emu);
+    onboard_non_interactively(&cli).await;
+    let cmd = wizard_command_in(
+        &cli,
+        &["rotate", "--dry-run", "--auth", "device-code"],
+        CLASSIC,
+    );
+    let (exit, screen) = in_pty(cmd, |s| {
+        s.expect("Dry run: nothing was changed.");
+        s.expect("where {Graph} = ");
+        s.expect("{PartnerCenter} = http");
+        let rows = s.rows_at(CLASSIC.cols);
+        let shown: Vec<&str> = rows.iter().map(|(r, _)| r.as_str()).collect();
+        println!(
+            "--- the dry run at 80 columns ---\n{}\n---",
+            shown.join("\n")
+        );
+        let broken: Vec<&str> = rows
+            .iter()
+            .filter(|(_, wrapped)| *wrapped)
+            .map(|(r, _)| r.as_str())
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "lines the terminal had to break at 80 columns: {broken:#?}\n{}",
+            shown.join("\n")
+        );
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
 }

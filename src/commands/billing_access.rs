@@ -48,7 +48,7 @@ pub async fn grant(
             .get_application(&p.app_id)
             .await?
             .map(|a| a.id)
-            .ok_or_else(|| crate::rotation::app_not_found(&p.app_id, &p.tenant_id))?,
+            .ok_or_else(|| crate::onboarding::keys::app_not_found(&p.app_id, &p.tenant_id))?,
     };
     let requested = admin
         .request_permission(&object_id, &role)

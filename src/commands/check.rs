@@ -3,9 +3,7 @@
 use super::{Ctx, days_left, print_json, rfc3339};
 use crate::cli::CheckArgs;
 use crate::exit::Exit;
-use crate::partner_center::Graph;
 use crate::partner_center::verify::{VerifyError, VerifyOptions, verify_secret};
-use crate::signin;
 use crate::store::Profile;
 use std::time::Duration;
 
@@ -29,6 +27,7 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
     let opts = VerifyOptions {
         budget: Duration::from_secs(2),
         consecutive: 1,
+        key_is_new: false,
         ..Default::default()
     };
     let spin = ctx.ui.spinner("Checking the stored secret…");
@@ -130,6 +129,7 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             "status": status,
             "profile": p.profile,
             "app_id": p.app_id,
+            "store": p.store.as_str(),
             "secret_expires": rfc3339(p.secret_expires),
             "days_left": left,
             "warn_days": args.warn_days,
@@ -154,12 +154,21 @@ async fn drift(
         .tenant
         .clone()
         .unwrap_or_else(|| p.tenant_id.clone());
-    let signed = signin::sign_in(&ctx.ui, http, ep, &args.sign_in, Some(&tenant)).await?;
-    let graph = Graph::new(http.clone(), ep, signed.graph_token);
+    let graph = crate::onboarding::Session::open(
+        ep.clone(),
+        http.clone(),
+        &crate::signin::Terminal {
+            ui: &ctx.ui,
+            args: &args.sign_in,
+        },
+        Some(&tenant),
+    )
+    .await?
+    .graph;
     let app = graph
         .get_application(&p.app_id)
         .await?
-        .ok_or_else(|| crate::rotation::app_not_found(&p.app_id, &p.tenant_id))?;
+        .ok_or_else(|| crate::onboarding::keys::app_not_found(&p.app_id, &p.tenant_id))?;
     let ours = |k: &str| {
         p.key_id
             .as_deref()
@@ -174,7 +183,7 @@ async fn drift(
         None => p
             .secret_hint
             .as_deref()
-            .and_then(|h| crate::rotation::key_with_hint(&app, h)),
+            .and_then(|h| crate::onboarding::keys::key_with_hint(&app, h)),
     };
     Ok(Drift {
         key_end: ours_now.and_then(|c| c.end),

@@ -14,6 +14,8 @@ use crate::cli::{CloudArg, Command, StoreArg};
 use crate::cloud::{Cloud, Endpoints};
 use crate::emulator::{Emulator, EmulatorConfig, Knobs};
 use crate::exit::{Exit, UserError};
+use crate::onboarding::Session;
+use crate::partner_center::VerifyOptions;
 use crate::partner_center::{HttpClient, WaitReason};
 use crate::store::{self, MetaStore, Profile, Secrets, StoreKind};
 use crate::ui::Ui;
@@ -41,16 +43,39 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
         }
         _ => {}
     }
+    // Every command ends: a person signing in gets the device code's 15 minutes and more; a
+    // check with no person involved gets a minute.
+    let secs = g.deadline.unwrap_or(match &cli.command {
+        Command::Check(a) if a.sign_in.auth.is_none() => 60,
+        Command::Show(_) | Command::List(_) => 60,
+        // The export's own wait (--wait-minutes), plus time to download and sum it.
+        Command::Usage(a) => a.wait_minutes.saturating_mul(60).saturating_add(1800),
+        _ => 1800,
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut ctx = Ctx::new(g)?;
-    match cli.command {
-        Command::Init(args) => init::run(&mut ctx, args).await,
-        Command::Rotate(args) => rotate::run(&mut ctx, args).await,
-        Command::Show(args) => show::run(&ctx, args).await,
-        Command::List(_) => list::run(&ctx).await,
-        Command::Check(args) => check::run(&mut ctx, args).await,
-        Command::Remove(args) => remove::run(&mut ctx, args).await,
-        Command::Usage(args) => usage::run(&mut ctx, args).await,
-        Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
+    ctx.deadline = Some(deadline);
+    let work = async {
+        match cli.command {
+            Command::Init(args) => init::run(&mut ctx, args).await,
+            Command::Rotate(args) => rotate::run(&mut ctx, args).await,
+            Command::Show(args) => show::run(&ctx, args).await,
+            Command::List(_) => list::run(&ctx).await,
+            Command::Check(args) => check::run(&mut ctx, args).await,
+            Command::Remove(args) => remove::run(&mut ctx, args).await,
+            Command::Usage(args) => usage::run(&mut ctx, args).await,
+            Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
+        }
+    };
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(result) => result,
+        // Stopping here is as safe as a kill at the same point: the next run converges.
+        Err(_) => Err(UserError::new(
+            Exit::Unreachable,
+            format!("stopped after {secs} s, this run's deadline, while waiting for the service"),
+        )
+        .hint("run the command again (it finishes or undoes what this run started), or allow more time with --deadline SECS")
+        .into()),
     }
 }
 
@@ -82,6 +107,8 @@ pub struct Ctx {
     pub data_dir: PathBuf,
     pub meta: MetaStore,
     emulator: Option<Emulator>,
+    /// The run's total deadline (--deadline), passed to the HTTP client.
+    deadline: Option<std::time::Instant>,
 }
 
 impl Ctx {
@@ -102,6 +129,10 @@ impl Ctx {
             }
         });
         store::validate_profile_name(&profile)?;
+        if cloud_flag == Some(Cloud::Custom) {
+            // Checked before anything is written: a usage error leaves no trace.
+            Endpoints::custom_from_env()?;
+        }
         let data_dir = store::data_dir()?;
         let meta = MetaStore::open(&data_dir)?;
         Ok(Ctx {
@@ -123,6 +154,7 @@ impl Ctx {
             data_dir,
             meta,
             emulator: None,
+            deadline: None,
         })
     }
 
@@ -239,6 +271,22 @@ impl Ctx {
         }
     }
 
+    /// Sign in to `tenant` of `cloud` and set up Graph: the one way every command opens a session.
+    pub async fn session(
+        &mut self,
+        cloud: Cloud,
+        sign_in: &crate::cli::SignInArgs,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<Session> {
+        let ep = self.endpoints(cloud).await?;
+        let http = self.http()?;
+        let terminal = crate::signin::Terminal {
+            ui: &self.ui,
+            args: sign_in,
+        };
+        Session::open(ep, http, &terminal, tenant).await
+    }
+
     /// The tenant of the built-in emulator, the natural default there.
     pub fn emulator_tenant(&self) -> Option<String> {
         self.emulator.as_ref().map(|e| e.tenant_id())
@@ -247,7 +295,11 @@ impl Ctx {
     /// One HTTP client for the run; waits (throttling, replication) are reported on stderr.
     pub fn http(&self) -> anyhow::Result<HttpClient> {
         let ui = self.ui.clone();
-        Ok(HttpClient::new()?.on_wait(Arc::new(move |n| {
+        let mut http = HttpClient::new()?;
+        if let Some(d) = self.deadline {
+            http = http.with_deadline(d);
+        }
+        Ok(http.on_wait(Arc::new(move |n| {
             let why = match n.reason {
                 WaitReason::Throttled => "throttled by",
                 WaitReason::Transient => "no answer from",
@@ -329,15 +381,19 @@ impl Ctx {
             })?;
         if let Some(n) = notice {
             self.ui.warn(n);
-        } else if kind == StoreKind::File && existing.is_none() && self.store_flag.is_none() {
-            // The file store is never a silent choice: a new profile that got it from
-            // CSP_ONBOARD_STORE hears it once. Later commands use the profile's own store.
-            self.ui.info(format!(
-                "The profile keeps its secret in the file store ({}, readable only by you).",
-                secrets.describe(&self.profile)
-            ));
         }
         Ok(secrets)
+    }
+
+    /// Said once, when a new profile's secret has been stored: the file store is never a silent
+    /// choice, but it is no news to whoever passed `--store file`, and later commands simply use
+    /// the profile's own store.
+    pub fn file_store_notice(&self, p: &Profile) -> Option<String> {
+        (p.store == StoreKind::File && self.store_flag.is_none()).then(|| {
+            "The profile keeps its secret in the file store (a file readable only by you), \
+             not in the OS keychain."
+                .to_string()
+        })
     }
 }
 
@@ -354,9 +410,19 @@ fn emulator_demo_knobs() -> Knobs {
     }
 }
 
-/// Print the JSON result document (with `--json`).
+/// The version of the `--json` documents' shapes (README "JSON output"): raised when a field
+/// changes meaning or goes away; new fields may appear within a version.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// Print the JSON result document (with `--json`), with the fields every document shares:
+/// `schema_version`, and `ok` (true unless the command set it).
 pub fn print_json(ui: &Ui, doc: &serde_json::Value) {
     if ui.json {
+        let mut doc = doc.clone();
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("schema_version".into(), JSON_SCHEMA_VERSION.into());
+            o.entry("ok").or_insert(true.into());
+        }
         println!("{doc:#}");
     }
 }
@@ -375,7 +441,7 @@ pub fn days_left(t: time::OffsetDateTime) -> i64 {
     (t.to_offset(time::UtcOffset::UTC).date() - today).whole_days()
 }
 
-/// The profile as `show --json` documents it.
+/// The profile as `show --json` documents it (and every result that names a profile).
 pub fn profile_json(p: &Profile) -> serde_json::Value {
     serde_json::json!({
         "profile": p.profile,
@@ -387,5 +453,187 @@ pub fn profile_json(p: &Profile) -> serde_json::Value {
         "key_id": p.key_id,
         "secret_hint": p.secret_hint,
         "secret_expires": rfc3339(p.secret_expires),
+        "store": p.store.as_str(),
     })
+}
+
+pub fn verify_options(timeout_secs: u64) -> VerifyOptions {
+    VerifyOptions {
+        budget: std::time::Duration::from_secs(timeout_secs),
+        ..VerifyOptions::default()
+    }
+}
+
+/// The summary and next steps (stderr), and the result document (stdout with --json).
+/// `old_key_removed`: for a rotation, whether the old key is gone (its secret is dead).
+pub fn summary(
+    ctx: &Ctx,
+    p: &Profile,
+    secrets: &Secrets,
+    action: &str,
+    old_key_removed: Option<bool>,
+) {
+    let ui = &ctx.ui;
+    let location = secrets.describe(&p.profile);
+    let cmd = crate::ui::invocation();
+    // Commands as they work when pasted: a profile other than `default` (the emulator demo's
+    // `emulator`) is named in them.
+    let pf = if p.profile == "default" {
+        String::new()
+    } else {
+        format!(" --profile {}", p.profile)
+    };
+    ui.heading("Done. Your Partner Center web app:");
+    ui.info(format!("  Tenant ID (Account ID)  {}", p.tenant_id));
+    ui.info(format!("  App ID                  {}", p.app_id));
+    match &p.commerce_id {
+        Some(c) => ui.info(format!("  Commerce ID             {c}")),
+        None => ui.info(format!(
+            "  Commerce ID             not given: copy it from {}, then \
+             `{cmd} init{pf} --commerce-id <guid>`",
+            crate::wizard::COMMERCE_ID_WHERE
+        )),
+    }
+    ui.info(format!(
+        "  Secret                  {}…  (expires {})",
+        p.secret_hint.as_deref().unwrap_or(""),
+        p.secret_expires
+            .map(|e| e.date().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    ));
+    ui.info(format!("  Stored in               {location}"));
+    if matches!(action, "created" | "key_added" | "captured")
+        && let Some(notice) = ctx.file_store_notice(p)
+    {
+        ui.info(notice);
+    }
+    ui.heading("Next steps");
+    for line in [
+        "  • Microsoft Cost Management for partners (Azure portal, billing-account scope) needs \
+         no secret."
+            .to_string(),
+        format!(
+            "  • A third-party cost tool takes the tenant ID, App ID and secret, plus the \
+             \"Billing account reader\" role: `{cmd} show{pf} --reveal --json` prints all three."
+        ),
+        format!(
+            "  • `{cmd} check{pf}` proves the key still works; `{cmd} rotate{pf}` (or `init{pf}` \
+             again) replaces it before it expires."
+        ),
+    ] {
+        ui.info(line);
+    }
+    let mut doc = profile_json(p);
+    doc["ok"] = true.into();
+    doc["action"] = action.into();
+    doc["store_location"] = location.into();
+    if let Some(removed) = old_key_removed {
+        doc["old_key_removed"] = removed.into();
+    }
+    print_json(ui, &doc);
+}
+
+/// A call wider than the terminal would be cut by it mid-URL: then each service's base URL is
+/// named once (`{Graph} = https://graph.microsoft.com`) and the calls use the name, so every
+/// line fits and no URL is split. Piped output keeps the whole URLs.
+fn shorten_calls(lines: Vec<String>, width: Option<usize>) -> (Vec<String>, Option<String>) {
+    let Some(width) = width else {
+        return (lines, None);
+    };
+    if lines
+        .iter()
+        .all(|l| console::measure_text_width(l) <= width)
+    {
+        return (lines, None);
+    }
+    let mut names: Vec<(String, String)> = Vec::new();
+    let shortened = lines
+        .into_iter()
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            words
+                .iter()
+                .enumerate()
+                .map(|(i, word)| {
+                    // Only the URL a call goes to, after its method; a scope stays as it is.
+                    let after_method = i > 0
+                        && matches!(words[i - 1], "GET" | "POST" | "PATCH" | "PUT" | "DELETE");
+                    let url = url::Url::parse(word)
+                        .ok()
+                        .filter(|u| after_method && matches!(u.scheme(), "http" | "https"));
+                    let Some(url) = url else {
+                        return word.to_string();
+                    };
+                    let mut base = url.origin().ascii_serialization();
+                    let name = service_name(url.path(), names.len());
+                    if name == "Graph" && url.path().starts_with("/v1.0/") {
+                        base.push_str("/v1.0");
+                    }
+                    if !word.starts_with(&base) {
+                        return word.to_string();
+                    }
+                    let name = match names.iter().find(|(b, _)| *b == base) {
+                        Some((_, n)) => n.clone(),
+                        None => {
+                            names.push((base.clone(), name.clone()));
+                            name
+                        }
+                    };
+                    format!("{{{name}}}{}", &word[base.len()..])
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let legend = names
+        .iter()
+        .map(|(base, name)| format!("{{{name}}} = {base}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (shortened, Some(format!("  where {legend}")))
+}
+
+/// A short name for a service, from the shape of the path called on it.
+fn service_name(path: &str, index: usize) -> String {
+    if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
+        "Graph".into()
+    } else if path.contains("/oauth2/") {
+        "Entra".into()
+    } else if path.starts_with("/v1/") {
+        "PartnerCenter".into()
+    } else {
+        format!("service{}", index + 1)
+    }
+}
+
+/// `--dry-run`: the plan, for people on stderr and as the JSON document. `extra` adds fields.
+pub fn print_plan(
+    ui: &Ui,
+    heading: &str,
+    plan: &crate::onboarding::Plan,
+    account: Option<&crate::onboarding::Account>,
+    extra: serde_json::Value,
+) {
+    ui.heading(heading);
+    let lines: Vec<String> = plan.lines().iter().map(|l| format!("  {l}")).collect();
+    let (lines, legend) = shorten_calls(lines, crate::ui::width());
+    for line in lines {
+        ui.info(line);
+    }
+    if let Some(legend) = legend {
+        ui.info(legend);
+    }
+    if let Some(a) = account {
+        ui.info(format!(
+            "Account: {} ({})",
+            a.user.as_deref().unwrap_or("automation identity"),
+            a.roles.describe()
+        ));
+        ui.info(format!("Tenant policy: {}", a.policy.describe()));
+    }
+    let mut doc = serde_json::json!({"ok": true, "dry_run": true, "plan": plan.to_json(account)});
+    if let (Some(d), serde_json::Value::Object(x)) = (doc.as_object_mut(), extra) {
+        d.extend(x);
+    }
+    print_json(ui, &doc);
 }

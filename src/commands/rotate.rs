@@ -1,25 +1,27 @@
 //! `rotate`: a new key, verified and stored, then the old one retired; `--all` for every profile.
 //! `init` on an existing profile lands here too.
 
-use super::{Ctx, days_left, print_json, profile_json, rfc3339};
+use super::{
+    Ctx, days_left, print_json, print_plan, profile_json, rfc3339, summary, verify_options,
+};
 use crate::cli::{RotateArgs, SignInArgs};
-use crate::cloud::Endpoints;
 use crate::exit::{Exit, UserError};
-use crate::partner_center::{Graph, HttpClient, LifetimePolicy};
+use crate::onboarding::execute::{not_allowed_to_add_key, replace_key_within_policy};
+use crate::onboarding::{
+    Engine, Lifetime, Observer, Outcome, Plan, PolicyState, Retirement, Session, Way, keys,
+};
 use crate::report;
-use crate::rotation::{Engine, Outcome, Retirement};
-use crate::signin;
 use crate::store::{MetaStore, Profile, Secrets};
 use crate::ui::Ui;
 use anyhow::Context as _;
 use futures_util::{FutureExt as _, StreamExt as _};
-use time::OffsetDateTime;
 
 /// What a rotation is asked to do, from `rotate` or from `init` on an existing profile.
 pub struct Request<'a> {
     pub sign_in: &'a SignInArgs,
     pub retirement: Retirement,
     pub years: Option<u8>,
+    pub days: Option<u32>,
     pub verify_timeout: u64,
     pub dry_run: bool,
 }
@@ -32,12 +34,14 @@ pub async fn run(ctx: &mut Ctx, args: RotateArgs) -> anyhow::Result<Exit> {
             overlap_days: args.overlap,
         },
         years: args.secret_years,
+        days: args.secret_days,
         verify_timeout: args.verify_timeout,
         dry_run: args.dry_run,
     };
     if args.all {
         return rotate_all(ctx, &req, args.if_expiring_within, args.jobs.into()).await;
     }
+    ctx.require_profile()?; // found before locked: an unknown name leaves no lock file
     let _lock = ctx.meta.lock(&ctx.profile)?;
     let p = ctx.require_profile()?;
     if let Some(days) = args.if_expiring_within
@@ -47,10 +51,9 @@ pub async fn run(ctx: &mut Ctx, args: RotateArgs) -> anyhow::Result<Exit> {
             "The key expires in {} days, after the {days}-day window: nothing to do",
             p.secret_expires.map(days_left).unwrap_or_default()
         ));
-        print_json(
-            &ctx.ui,
-            &serde_json::json!({"ok": true, "action": "none", "profile": profile_json(&p)}),
-        );
+        let mut doc = profile_json(&p);
+        doc["action"] = "none".into();
+        print_json(&ctx.ui, &doc);
         return Ok(Exit::Success);
     }
     rotate_profile(ctx, p, &req).await
@@ -64,112 +67,78 @@ fn is_fresh(p: &Profile, window_days: u32) -> bool {
             .is_some_and(|e| days_left(e) > i64::from(window_days))
 }
 
-fn lifetime_refused(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<crate::partner_center::ApiError>()
-            .is_some_and(|a| {
-                a.graph_code.as_deref() == Some("CredentialInvalidLifetimeAsPerAppPolicy")
-            })
-    })
-}
-
-/// A rotation keeps the lifetime the admin chose last time (1 or 2 years), unless told otherwise.
-fn previous_years(p: &Profile) -> Option<u8> {
+/// The lifetime a rotation keeps: the one the admin chose last time, unless told otherwise.
+fn previous_days(p: &Profile) -> Option<i64> {
     let (end, start) = (p.secret_expires?, p.verified_at?);
-    Some(if (end - start).whole_days() > 540 {
-        2
-    } else {
-        1
+    let days = ((end - start).whole_hours() + 12) / 24;
+    Some(match days {
+        d if d > 540 => 730,
+        d if d > 300 => 365,
+        d => d.max(1),
     })
 }
 
-/// The key lifetime in days for a rotation: the requested years within the tenant policy.
-/// A policy that blocks secrets is not decided here: for an existing app it may not apply
-/// (it can be limited to apps created later, or overridden for this app), so Graph decides.
-fn lifetime_days(policy: Option<&LifetimePolicy>, years: Option<u8>) -> Result<i64, UserError> {
-    let max = policy
-        .and_then(|p| p.max_password_lifetime_days)
-        .map(i64::from);
-    let days = i64::from(years.unwrap_or(1)) * 365;
-    match max {
-        Some(m) if days > m && years.is_some() => Err(UserError::new(
+/// The new key's lifetime: `--secret-days`, `--secret-years`, else the previous key's, within
+/// the policy when it is known. An explicit lifetime above the policy's cap is refused (exit 5).
+fn rotation_lifetime(
+    p: &Profile,
+    years: Option<u8>,
+    days: Option<u32>,
+    policy: &PolicyState,
+) -> Result<Lifetime, UserError> {
+    let explicit = years.is_some() || days.is_some();
+    let wanted = days
+        .map(i64::from)
+        .or(years.map(|y| i64::from(y) * 365))
+        .or_else(|| previous_days(p))
+        .unwrap_or(365);
+    match policy.max_days() {
+        Some(m) if wanted > m && explicit => Err(UserError::new(
             Exit::Policy,
             format!("the tenant's policy caps secret lifetime at {m} days"),
         )
-        .hint("pass a shorter --secret-years, or leave it out to use the longest allowed")),
-        Some(m) if days > m => Ok(m),
-        _ => Ok(days),
+        .hint(format!(
+            "pass --secret-days {m} (or less), or leave the lifetime out to use the longest allowed"
+        ))),
+        Some(m) if wanted > m => Ok(Lifetime {
+            days: m,
+            explicit: false,
+        }),
+        _ => Ok(Lifetime {
+            days: wanted,
+            explicit,
+        }),
     }
 }
 
-struct Session {
-    ep: Endpoints,
-    http: HttpClient,
-    graph: Graph,
-    secrets: Secrets,
-    policy: Option<LifetimePolicy>,
-}
-
-/// Endpoints, store and one sign-in to `tenant`, shared by the rotations of that tenant.
-/// The policy is read up front only when asked: a single rotation reads it only if Graph
-/// refuses the lifetime, which saves a request on every ordinary rotation.
-async fn open_session(
-    ctx: &mut Ctx,
-    p: &Profile,
-    sign_in: &SignInArgs,
-    read_policy: bool,
-) -> anyhow::Result<Session> {
-    let cloud = ctx.cloud(Some(p))?;
-    let ep = ctx.endpoints(cloud).await?;
-    let secrets = ctx.secrets(cloud, Some(p)).await?;
-    let http = ctx.http()?;
-    let tenant = sign_in
-        .tenant
-        .clone()
-        .unwrap_or_else(|| p.tenant_id.clone());
-    let signed = signin::sign_in(&ctx.ui, &http, &ep, sign_in, Some(&tenant)).await?;
-    let graph = Graph::new(http.clone(), &ep, signed.graph_token);
-    let policy = if read_policy {
-        read_policy_of(&ctx.ui, &graph).await
-    } else {
-        None
-    };
-    Ok(Session {
-        ep,
-        http,
-        graph,
-        secrets,
-        policy,
-    })
-}
-
-async fn read_policy_of(ui: &Ui, graph: &Graph) -> Option<LifetimePolicy> {
-    usable_policy(ui, graph.default_app_management_policy().await)
-}
-
-/// The policy when it could be read. Admin agents and automation identities often may not read
-/// it; that is no failure, since addPassword still enforces it.
-pub(super) fn usable_policy(
-    ui: &Ui,
-    read: Result<LifetimePolicy, crate::partner_center::ApiError>,
-) -> Option<LifetimePolicy> {
-    read.map_err(|e| ui.detail(format!("could not read the app management policy: {e}")))
-        .ok()
-}
-
-fn engine<'a>(ui: &'a Ui, s: &'a Session, meta: &'a MetaStore, verify_timeout: u64) -> Engine<'a> {
+fn engine<'a>(
+    obs: &'a dyn Observer,
+    s: &'a Session,
+    secrets: &'a Secrets,
+    meta: &'a MetaStore,
+    verify_timeout: u64,
+) -> Engine<'a> {
     Engine {
-        ui,
+        obs,
         http: &s.http,
         ep: &s.ep,
         graph: &s.graph,
-        secrets: &s.secrets,
+        secrets,
         meta,
-        verify: super::init::verify_options(verify_timeout),
+        verify: verify_options(verify_timeout),
     }
 }
 
-/// Sign in to the profile's tenant, then run the rotation engine on the profile.
+fn rotation_way(p: &Profile, app_object_id: Option<String>, r: &Retirement) -> Way {
+    Way::Rotate {
+        app_object_id,
+        old_key: p.key_id.clone(),
+        keep_old: r.keep_old,
+        overlap_days: r.overlap_days,
+    }
+}
+
+/// Sign in to the profile's tenant, then add a key, verify, store and retire the old one.
 pub async fn rotate_profile(
     ctx: &mut Ctx,
     mut p: Profile,
@@ -179,42 +148,60 @@ pub async fn rotate_profile(
         "Rotating the key of profile '{}' (App ID {})",
         p.profile, p.app_id
     ));
-    let mut s = open_session(ctx, &p, req.sign_in, req.dry_run).await?;
-    let years = req.years.or_else(|| previous_years(&p));
-    let days = lifetime_days(s.policy.as_ref(), years)?;
-    let end = crate::input::days_from_now(days, "the key lifetime")?;
+    let cloud = ctx.cloud(Some(&p))?;
+    let secrets = ctx.secrets(cloud, Some(&p)).await?;
+    let tenant = req
+        .sign_in
+        .tenant
+        .clone()
+        .unwrap_or_else(|| p.tenant_id.clone());
+    let s = ctx.session(cloud, req.sign_in, Some(&tenant)).await?;
+    // An ordinary rotation reads the policy only if Graph refuses the lifetime: a request saved.
+    let mut policy = if req.dry_run {
+        s.read_policy().await
+    } else {
+        PolicyState::NotRead
+    };
+    let lifetime = rotation_lifetime(&p, req.years, req.days, &policy)?;
     if req.dry_run {
-        return dry_run(ctx, &s, &p, end, &req.retirement).await;
+        let app = s
+            .graph
+            .get_application(&p.app_id)
+            .await?
+            .ok_or_else(|| keys::app_not_found(&p.app_id, &p.tenant_id))?;
+        let plan = Plan::build(
+            rotation_way(&p, Some(app.id.clone()), &req.retirement),
+            None,
+            Some(lifetime),
+            &s.ep,
+            &p.tenant_id,
+            secrets.describe(&p.profile),
+        );
+        ctx.ui.info(format!(
+            "Tenant policy: {}; keys on the app now: {}",
+            policy.describe(),
+            app.password_credentials.len()
+        ));
+        print_plan(
+            &ctx.ui,
+            "Dry run: nothing was changed. A rotation would:",
+            &plan,
+            None,
+            serde_json::json!({
+                "action": "rotate", "profile": p.profile, "store": p.store.as_str(), "app_id": p.app_id,
+                "app_object_id": app.id, "old_key_id": p.key_id,
+                "new_key_expires": rfc3339(Some(crate::input::days_from_now(lifetime.days, "the key lifetime")?)),
+                "policy": policy.to_json(),
+            }),
+        );
+        return Ok(Exit::Success);
     }
-    let first = engine(&ctx.ui, &s, &ctx.meta, req.verify_timeout)
-        .replace_key(&mut p, end, &req.retirement)
-        .await;
-    let (outcome, retired) = match first {
-        // Refused for its lifetime (nothing was created): read the policy, and unless the admin
-        // asked for that lifetime explicitly, try once more with the longest one allowed.
-        Err(e) if lifetime_refused(&e) && req.years.is_none() => {
-            s.policy = read_policy_of(&ctx.ui, &s.graph).await;
-            // The longest the policy allows; without a readable policy there is nothing to retry with.
-            let Some(days) = s
-                .policy
-                .as_ref()
-                .and_then(|p| p.max_password_lifetime_days)
-                .map(i64::from)
-                .filter(|m| *m < days)
-            else {
-                return Err(e.context("rotating the key"));
-            };
-            ctx.ui.info(format!(
-                "The tenant's policy refuses that lifetime; making a key of {days} days instead."
-            ));
-            let end = crate::input::days_from_now(days, "the key lifetime")?;
-            engine(&ctx.ui, &s, &ctx.meta, req.verify_timeout)
-                .replace_key(&mut p, end, &req.retirement)
-                .await
-        }
-        other => other,
-    }
-    .context("rotating the key")?;
+    let eng = engine(&ctx.ui, &s, &secrets, &ctx.meta, req.verify_timeout);
+    let (outcome, retired) =
+        replace_key_within_policy(&eng, &s, &mut p, lifetime, &mut policy, &req.retirement)
+            .await
+            .map_err(|e| not_allowed_to_add_key(e, &p))
+            .context("rotating the key")?;
     let action = match outcome {
         Outcome::Replaced => "rotated",
         Outcome::Resumed => {
@@ -235,100 +222,24 @@ pub async fn rotate_profile(
             None => {}
         }
     }
-    super::init::summary(ctx, &p, &s.secrets, action);
+    summary(ctx, &p, &secrets, action, Some(retired.removed));
+    if retired.removed {
+        // Said last, where it is read: every copy of the old value just stopped working.
+        ctx.ui.warn(format!(
+            "The old secret no longer works: its key was removed from the app. Any tool or \
+             script that holds it (a cost tool, a pipeline, a vault) needs the new one: \
+             `{} show --reveal --json` prints the tenant ID, App ID and secret.",
+            crate::ui::invocation()
+        ));
+    }
     Ok(Exit::Success)
-}
-
-/// `--dry-run`: what a rotation would do to the tenant, after read-only calls only.
-async fn dry_run(
-    ctx: &Ctx,
-    s: &Session,
-    p: &Profile,
-    end: OffsetDateTime,
-    retirement: &Retirement,
-) -> anyhow::Result<Exit> {
-    let app = s
-        .graph
-        .get_application(&p.app_id)
-        .await?
-        .ok_or_else(|| crate::rotation::app_not_found(&p.app_id, &p.tenant_id))?;
-    let old = p.key_id.clone();
-    let graph = crate::rotation::base(&s.ep.graph);
-    let mut plan = vec![format!(
-        "POST {graph}/v1.0/applications/{}/addPassword  (a key ending {})",
-        app.id,
-        end.date()
-    )];
-    plan.extend(crate::rotation::verification_plan(&s.ep, &p.tenant_id));
-    plan.push(format!(
-        "store the new secret in {}",
-        s.secrets.describe(&p.profile)
-    ));
-    match (&old, retirement) {
-        (
-            Some(k),
-            Retirement {
-                overlap_days: Some(d),
-                ..
-            },
-        ) => plan.push(format!("keep the old key {k} for {d} days")),
-        (Some(k), Retirement { keep_old: true, .. }) => plan.push(format!("keep the old key {k}")),
-        (Some(k), _) => plan.push(format!(
-            "POST {}/v1.0/applications/{}/removePassword  (the old key {k})",
-            graph, app.id
-        )),
-        (None, _) => {}
-    }
-    ctx.ui
-        .heading("Dry run: nothing was changed. A rotation would:");
-    for (i, step) in plan.iter().enumerate() {
-        ctx.ui.info(format!("  {}. {step}", i + 1));
-    }
-    ctx.ui.info(format!(
-        "  Tenant policy: {}",
-        describe_policy(s.policy.as_ref())
-    ));
-    ctx.ui.info(format!(
-        "  Keys on the app now: {}",
-        app.password_credentials.len()
-    ));
-    print_json(
-        &ctx.ui,
-        &serde_json::json!({
-            "ok": true, "dry_run": true, "action": "rotate", "profile": p.profile,
-            "app_id": p.app_id, "app_object_id": app.id, "new_key_expires": rfc3339(Some(end)),
-            "old_key_id": old, "plan": plan, "policy": policy_json(s.policy.as_ref()),
-        }),
-    );
-    Ok(Exit::Success)
-}
-
-pub fn describe_policy(p: Option<&LifetimePolicy>) -> String {
-    match p {
-        None => "not readable with this sign-in (addPassword still enforces it)".into(),
-        Some(p) if p.passwords_blocked => "client secrets are not allowed".into(),
-        Some(LifetimePolicy {
-            max_password_lifetime_days: Some(d),
-            ..
-        }) => format!("secrets live at most {d} days"),
-        Some(_) => "no secret-lifetime limit".into(),
-    }
-}
-
-pub fn policy_json(p: Option<&LifetimePolicy>) -> serde_json::Value {
-    match p {
-        None => serde_json::Value::Null,
-        Some(p) => serde_json::json!({
-            "passwords_blocked": p.passwords_blocked,
-            "max_password_lifetime_days": p.max_password_lifetime_days,
-        }),
-    }
 }
 
 /// One line of the `--all` result table.
 struct Row {
     profile: String,
-    result: Result<(&'static str, Profile), UserError>,
+    /// The action, the profile after it, and whether the old key was removed (its secret dead).
+    result: Result<(&'static str, Profile, bool), UserError>,
 }
 
 /// `rotate --all`: one sign-in per tenant, then the profiles of that tenant several at a time.
@@ -383,14 +294,14 @@ async fn rotate_all(
         if window.is_some_and(|d| is_fresh(&p, d)) {
             rows.push(Row {
                 profile: p.profile.clone(),
-                result: Ok(("none", p)),
+                result: Ok(("none", p, false)),
             });
         } else {
             todo.push(p);
         }
     }
     if req.dry_run {
-        return Ok(dry_run_all(ctx, &rows, &todo));
+        return dry_run_all(ctx, req, &rows, &todo).await;
     }
     // Group by (cloud, tenant): one sign-in each.
     let mut groups: Vec<Vec<Profile>> = Vec::new();
@@ -407,20 +318,30 @@ async fn rotate_all(
             None => groups.push(vec![p]),
         }
     }
-    // Per-profile progress would interleave: the batch reports in its table instead.
+    // Per-profile progress would interleave, and nobody can be asked mid-batch: the batch
+    // reports in its table instead.
     let quiet = Ui {
         quiet: true,
+        interactive: false,
         ..ctx.ui.clone()
     };
     for group in groups {
-        // A failed sign-in or a blocking policy fails the whole tenant group, not the batch.
-        let prepared = match open_session(ctx, &group[0], req.sign_in, true).await {
-            Ok(s) => lifetime_days(s.policy.as_ref(), req.years).map(|d| (s, d)),
-            Err(e) => Err(report::classify(&e)),
-        };
-        let (session, days) = match prepared {
+        // A failed sign-in fails the whole tenant group, not the batch.
+        let prepared = async {
+            let cloud = group[0].cloud;
+            let secrets = ctx.secrets(cloud, Some(&group[0])).await?;
+            let s = ctx
+                .session(cloud, req.sign_in, Some(&group[0].tenant_id))
+                .await?;
+            // Read once for the whole group: N refusals would cost more than one read.
+            let policy = s.read_policy().await;
+            anyhow::Ok((s, secrets, policy))
+        }
+        .await;
+        let (session, secrets, policy) = match prepared {
             Ok(ok) => ok,
-            Err(u) => {
+            Err(e) => {
+                let u = report::classify(&e);
                 for p in group {
                     rows.push(Row {
                         profile: p.profile,
@@ -434,26 +355,42 @@ async fn rotate_all(
                 continue;
             }
         };
-        let end = crate::input::days_from_now(days, "the key lifetime")?;
         let spin = ctx.ui.spinner(format!(
             "Rotating {} profiles of tenant {}…",
             group.len(),
             group[0].tenant_id
         ));
-        let eng = engine(&quiet, &session, &ctx.meta, req.verify_timeout);
-        let eng = &eng;
+        let eng = engine(&quiet, &session, &secrets, &ctx.meta, req.verify_timeout);
+        let (eng, session, policy) = (&eng, &session, &policy);
         let results: Vec<Row> = futures_util::stream::iter(group)
             .map(|mut p| async move {
-                // A bug in one profile's rotation must not take the batch (and its table) down.
-                let r = std::panic::AssertUnwindSafe(eng.replace_key(&mut p, end, &req.retirement))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error while rotating")));
+                // Each profile keeps its own previous lifetime, within the policy, as a single
+                // rotation does.
+                let r = match rotation_lifetime(&p, req.years, req.days, policy) {
+                    Ok(lifetime) => {
+                        let mut policy = policy.clone();
+                        // A bug in one profile's rotation must not take the batch (and its
+                        // table) down.
+                        std::panic::AssertUnwindSafe(replace_key_within_policy(
+                            eng,
+                            session,
+                            &mut p,
+                            lifetime,
+                            &mut policy,
+                            &req.retirement,
+                        ))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error while rotating")))
+                        .map_err(|e| not_allowed_to_add_key(e, &p))
+                    }
+                    Err(u) => Err(u.into()),
+                };
                 Row {
                     profile: p.profile.clone(),
                     result: match r {
-                        Ok((Outcome::Replaced, _)) => Ok(("rotated", p)),
-                        Ok((Outcome::Resumed, _)) => Ok(("resumed", p)),
+                        Ok((Outcome::Replaced, r)) => Ok(("rotated", p, r.removed)),
+                        Ok((Outcome::Resumed, r)) => Ok(("resumed", p, r.removed)),
                         Err(e) => Err(report::classify(&e)),
                     },
                 }
@@ -477,42 +414,77 @@ async fn rotate_all(
     })
 }
 
-/// `rotate --all --dry-run`: which profiles a batch would rotate, with no request at all.
-fn dry_run_all(ctx: &Ctx, fresh: &[Row], todo: &[Profile]) -> Exit {
-    ctx.ui
-        .heading("Dry run: nothing was changed. `rotate --all` would:");
+/// `rotate --all --dry-run`: each profile's rotation plan, from what the profiles record, with
+/// no request at all (the policy is unknown until a sign-in reads it).
+async fn dry_run_all(
+    ctx: &mut Ctx,
+    req: &Request<'_>,
+    fresh: &[Row],
+    todo: &[Profile],
+) -> anyhow::Result<Exit> {
+    ctx.ui.heading(
+        "Dry run: nothing was changed. `rotate --all` would, with one sign-in per tenant:",
+    );
+    let unknown = PolicyState::NotRead;
     let mut items = Vec::new();
     for p in todo {
+        let ep = ctx.endpoints(p.cloud).await?;
+        let lifetime = rotation_lifetime(p, req.years, req.days, &unknown)?;
+        let plan = Plan::build(
+            rotation_way(p, p.app_object_id.clone(), &req.retirement),
+            None,
+            Some(lifetime),
+            &ep,
+            &p.tenant_id,
+            format!("the {} store", p.store.as_str()),
+        );
         ctx.ui.info(format!(
-            "  rotate  {:<16} app {}  tenant {}  key {}",
+            "  rotate  {:<16} app {}  tenant {}  key {}  ({} days)",
             p.profile,
             p.app_id,
             p.tenant_id,
-            p.key_id.as_deref().unwrap_or("-")
+            p.key_id.as_deref().unwrap_or("-"),
+            lifetime.days
         ));
-        items.push(serde_json::json!({"profile": p.profile, "action": "rotate", "app_id": p.app_id, "tenant_id": p.tenant_id, "key_id": p.key_id}));
+        items.push(serde_json::json!({"profile": p.profile, "action": "rotate", "store": p.store.as_str(), "app_id": p.app_id, "tenant_id": p.tenant_id, "key_id": p.key_id, "plan": plan.to_json(None)}));
     }
     for r in fresh {
         ctx.ui.info(format!("  skip    {:<16} (fresh)", r.profile));
         items.push(serde_json::json!({"profile": r.profile, "action": "none"}));
     }
-    ctx.ui.info("Each rotation: addPassword, verify (tokens and one Partner Center call), store, removePassword; one sign-in per tenant.");
     print_json(
         &ctx.ui,
         &serde_json::json!({"ok": true, "dry_run": true, "profiles": items}),
     );
-    Exit::Success
+    Ok(Exit::Success)
 }
 
 fn print_table(ctx: &Ctx, rows: &[Row]) {
+    let dead: Vec<&str> = rows
+        .iter()
+        .filter(|r| matches!(r.result, Ok((_, _, true))))
+        .map(|r| r.profile.as_str())
+        .collect();
+    if !dead.is_empty() {
+        ctx.ui.warn(format!(
+            "The old secrets of {} no longer work: their keys were removed from the apps. Any \
+             tool or script that holds one needs the new value: `{} show --reveal --json \
+             --profile NAME` prints it.",
+            dead.join(", "),
+            crate::ui::invocation()
+        ));
+    }
     if ctx.ui.json {
         let items: Vec<_> = rows
             .iter()
             .map(|r| match &r.result {
-                Ok((action, p)) => {
+                Ok((action, p, removed)) => {
                     let mut doc = profile_json(p);
                     doc["action"] = (*action).into();
                     doc["ok"] = true.into();
+                    if *action != "none" {
+                        doc["old_key_removed"] = (*removed).into();
+                    }
                     doc
                 }
                 Err(u) => serde_json::json!({
@@ -531,7 +503,7 @@ fn print_table(ctx: &Ctx, rows: &[Row]) {
     );
     for r in rows {
         match &r.result {
-            Ok((action, p)) => println!(
+            Ok((action, p, _)) => println!(
                 "{:<16} {:<9} {:<38} {:<12} ok",
                 r.profile,
                 action,

@@ -26,11 +26,17 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<Exit> {
     line("profile", Some(&p.profile));
     line("cloud", Some(p.cloud.as_str()));
     line("tenant_id", Some(&p.tenant_id));
+    let add_it = format!(
+        "not given (add it: csp-onboard init{} --commerce-id <guid>)",
+        if p.profile == "default" {
+            String::new()
+        } else {
+            format!(" --profile {}", p.profile)
+        }
+    );
     line(
         "commerce_id",
-        p.commerce_id
-            .as_deref()
-            .or(Some("unknown (see Partner Center > App management)")),
+        p.commerce_id.as_deref().or(Some(add_it.as_str())),
     );
     line("app_id", Some(&p.app_id));
     line("app_object_id", p.app_object_id.as_deref());

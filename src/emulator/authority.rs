@@ -20,8 +20,20 @@ pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
 pub const PC_AUDIENCE: &str = "https://api.partnercenter.microsoft.com";
 pub const AAD_GRAPH_AUDIENCE: &str = "https://graph.windows.net";
 
-/// Graph permissions the Azure CLI's delegated token carries (what its `.default` resolves to).
-const GRAPH_DELEGATED: &str = "Application.ReadWrite.All AppRoleAssignment.ReadWrite.All AuditLog.Read.All DelegatedPermissionGrant.ReadWrite.All Directory.AccessAsUser.All Group.ReadWrite.All Policy.Read.All User.ReadWrite.All";
+/// Graph permissions the Azure CLI's delegated token carries (what its `.default` resolves to: the
+/// permissions Graph pre-authorizes for that first-party client). `Policy.Read.All` is not among
+/// them (microsoft-apis.md §3.0; an admin's token holding only `Directory.AccessAsUser.All` is refused
+/// tenant policies, azure-powershell issue 24334); [`Knobs::grant_policy_read`] adds it.
+const GRAPH_DELEGATED: &[&str] = &[
+    "Application.ReadWrite.All",
+    "AppRoleAssignment.ReadWrite.All",
+    "AuditLog.Read.All",
+    "DelegatedPermissionGrant.ReadWrite.All",
+    "Directory.AccessAsUser.All",
+    "Group.ReadWrite.All",
+    "User.ReadWrite.All",
+];
+const POLICY_READ_ALL: &str = "Policy.Read.All";
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// An error in the shape of §2.5.
@@ -374,7 +386,11 @@ fn parse_scope(d: &Data, knobs: &Knobs, scope: &str) -> Result<Scopes, AadError>
         if !perm_ok {
             return Err(invalid_scope(s));
         }
-        if res == Resource::PartnerCenter && knobs.not_csp_tenant {
+        // No Partner Center service principal (not a partner, or deleted): Entra cannot find
+        // the resource.
+        if res == Resource::PartnerCenter
+            && (knobs.not_csp_tenant || d.sp_by_app_id(PARTNER_CENTER_APP_ID).is_none())
+        {
             return Err(resource_not_found(d, PC_AUDIENCE));
         }
         match resource {
@@ -406,14 +422,19 @@ fn lifetime_secs(knobs: &Knobs) -> i64 {
         .unwrap_or(3599)
 }
 
-fn delegated_scp(scopes: &Scopes) -> String {
+/// A delegated token carries every permission the client holds for the resource, whichever were
+/// asked: for Graph the pre-authorized list (plus `Policy.Read.All` under the knob). A permission
+/// outside it is simply not granted (Entra refuses consent for a first-party client, AADSTS65002),
+/// so asking for `Policy.Read.All` by name does not get round the rule.
+fn delegated_scp(scopes: &Scopes, knobs: &Knobs) -> String {
     match scopes.resource {
         Resource::Graph => {
-            if scopes.perms.is_empty() || scopes.perms.iter().any(|p| p == ".default") {
-                GRAPH_DELEGATED.to_string()
-            } else {
-                scopes.perms.join(" ")
+            let mut scp = GRAPH_DELEGATED.to_vec();
+            if knobs.grant_policy_read {
+                scp.push(POLICY_READ_ALL);
+                scp.sort_unstable();
             }
+            scp.join(" ")
         }
         Resource::PartnerCenter | Resource::AadGraph => "user_impersonation".to_string(),
     }
@@ -439,7 +460,7 @@ fn user_tokens(
     };
     let life = lifetime_secs(knobs);
     let iat = now.unix_timestamp();
-    let scp = delegated_scp(scopes);
+    let scp = delegated_scp(scopes, knobs);
     let amr = if knobs.user_without_mfa {
         json!(["pwd"])
     } else {
@@ -1229,6 +1250,22 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.error, "invalid_scope");
+    }
+
+    #[test]
+    fn graph_tokens_carry_policy_read_only_under_the_knob() {
+        let d = Data::seed();
+        let mut k = Knobs::default();
+        let by_name = parse_scope(&d, &k, "https://graph.microsoft.com/Policy.Read.All")
+            .ok()
+            .unwrap();
+        assert!(!delegated_scp(&by_name, &k).contains("Policy.Read.All"));
+        let default = parse_scope(&d, &k, "https://graph.microsoft.com/.default")
+            .ok()
+            .unwrap();
+        assert!(!delegated_scp(&default, &k).contains("Policy.Read.All"));
+        k.grant_policy_read = true;
+        assert!(delegated_scp(&default, &k).contains("Policy.Read.All"));
     }
 
     #[test]

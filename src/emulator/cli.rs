@@ -39,9 +39,14 @@ pub struct EmulatorArgs {
     /// Tenant policy: no password credentials at all.
     #[arg(long)]
     pub no_passwords: bool,
-    /// Who signs in.
+    /// Who signs in: global-admin (Global Administrator role), admin-agent (AdminAgents member,
+    /// no directory role), app-admin (Application Administrator role), plain (neither).
     #[arg(long, value_enum, default_value_t = UserArg::GlobalAdmin)]
     pub user: UserArg,
+    /// Pre-authorize the public client for Policy.Read.All, so an admin's Graph token may read the
+    /// tenant's app management policy (off, as for the Azure CLI in a real tenant: 403).
+    #[arg(long)]
+    pub grant_policy_read: bool,
     /// Conditional Access blocks the device-code flow (AADSTS53003).
     #[arg(long)]
     pub block_device_code: bool,
@@ -74,6 +79,7 @@ pub enum UserArg {
     #[default]
     GlobalAdmin,
     AdminAgent,
+    AppAdmin,
     Plain,
 }
 
@@ -147,8 +153,10 @@ impl EmulatorArgs {
                 signed_in_user: match self.user {
                     UserArg::GlobalAdmin => UserKind::GlobalAdmin,
                     UserArg::AdminAgent => UserKind::AdminAgent,
+                    UserArg::AppAdmin => UserKind::AppAdmin,
                     UserArg::Plain => UserKind::Plain,
                 },
+                grant_policy_read: self.grant_policy_read,
                 block_device_code: self.block_device_code,
                 not_csp_tenant: self.not_csp,
                 require_pc_app_registration: self.require_app_registration,
@@ -353,11 +361,17 @@ mod tests {
         assert_eq!(c.knobs.hang_after_request, Some(7));
         assert_eq!(c.knobs.faults[0].first_n, 2);
         assert_eq!(c.knobs.throttle[0].retry_after_secs, 5);
+        assert!(!c.knobs.grant_policy_read);
         let w = Wrapper::try_parse_from(["emulator", "--auto-approve", "3"]).unwrap();
         assert_eq!(
             w.args.config().knobs.auto_approve_device_code_after_polls,
             Some(3)
         );
+        let w = Wrapper::try_parse_from(["emulator", "--user", "app-admin", "--grant-policy-read"])
+            .unwrap();
+        let k = w.args.config().knobs;
+        assert_eq!(k.signed_in_user, UserKind::AppAdmin);
+        assert!(k.grant_policy_read);
     }
 
     #[tokio::test]

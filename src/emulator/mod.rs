@@ -31,6 +31,13 @@
 //! Center), `tid`, `oid`, `appid`, `idtyp` `user`/`app`, `scp` or `roles`, `amr`, `exp`. Access
 //! tokens live `access_token_lifetime` (3599 s).
 //!
+//! A delegated Graph token's `scp` is what the public client is pre-authorized for, whatever
+//! Graph permissions were asked (`.default` or by name): `Application.ReadWrite.All
+//! AppRoleAssignment.ReadWrite.All AuditLog.Read.All DelegatedPermissionGrant.ReadWrite.All
+//! Directory.AccessAsUser.All Group.ReadWrite.All User.ReadWrite.All`. `Policy.Read.All` is not
+//! among them (microsoft-apis.md §3.0: public token dumps of the Azure CLI client lack it) unless
+//! `grant_policy_read`. Partner Center tokens carry `user_impersonation`.
+//!
 //! ## Graph (`graph_url()`) under `/v1.0`
 //! Every route: `Authorization: Bearer` with a token for Graph, this tenant, unexpired, signed by the
 //! emulator → else 401 InvalidAuthenticationToken. POST bodies: `application/json` and valid JSON
@@ -41,20 +48,38 @@
 //! |---|---|
 //! | `GET /me` | app-only → 400 BadRequest "/me request is only valid with delegated authentication flow." |
 //! | `GET /organization` | app-only without Organization.Read.All/Directory.Read.All → 403 Authorization_RequestDenied |
-//! | `GET /me/memberOf`, `GET /me/transitiveMemberOf` | delegated only; groups and directory roles (no nested groups here, so both list the same); `$select` of unknown properties 400; `@odata.nextLink` (absolute, this emulator's Graph URL, same route, `$skiptoken`) every `member_of_page_size` (or `$top`) items |
+//! | `GET /me/memberOf`, `GET /me/transitiveMemberOf` | delegated only; groups and directory roles (`#microsoft.graph.directoryRole` with `roleTemplateId`; no nested groups here, so both list the same); `$select` of unknown properties 400; `@odata.nextLink` (absolute, this emulator's Graph URL, same route, `$skiptoken`) every `member_of_page_size` (or `$top`) items |
 //! | `GET /servicePrincipals(appId='…')`, `GET /servicePrincipals?$filter=appId eq '…'` | 404 Request_ResourceNotFound; Partner Center's is absent when `not_csp_tenant` |
-//! | `POST /servicePrincipals` `{"appId"}` | unknown props 400; app unknown/replicating 400 Request_BadRequest; exists 409 Request_MultipleObjectsWithSameKeyValue → 201 |
-//! | `POST /applications` | `displayName` required; unknown properties (also inside `web`, `requiredResourceAccess`) 400 BadRequest; bad `signInAudience` 400 Request_BadRequest; no `signInAudience` → `AzureADandPersonalMicrosoftAccount` (Graph's default); caller becomes owner → 201 |
+//! | `POST /servicePrincipals` `{"appId"}` | unknown props 400; **who** (below) 403; exists 409 Request_MultipleObjectsWithSameKeyValue; app unknown/replicating 400 Request_BadRequest (Microsoft's first-party apps, e.g. Partner Center's, are always known: their service principal is created in the tenant) → 201 |
+//! | `POST /applications` | **who** 403; `displayName` required; unknown properties (also inside `web`, `requiredResourceAccess`) 400 BadRequest; bad `signInAudience` 400 Request_BadRequest; no `signInAudience` → `AzureADandPersonalMicrosoftAccount` (Graph's default); the signed-in creator becomes owner → 201 |
 //! | `GET /applications(appId='…')`, `GET /applications/{id}`, `GET /applications?$filter=appId eq '…'` (or `displayName eq`) | 404 Request_ResourceNotFound (filter: empty `value`); `passwordCredentials[].secretText` is always null |
-//! | `POST /applications/{id}/addPassword` (also `applications(appId='…')/addPassword`) | plain user not owner 403; `passwords_disallowed` 400 CredentialTypeNotAllowedAsPerAppPolicy; `endDateTime` beyond `max_password_lifetime` 400 CredentialInvalidLifetimeAsPerAppPolicy (details InvalidKeyEndDate); personal-account audiences hold at most 2 (400 Request_BadRequest "TooManyAppPasswords: …", UNCONFIRMED); `max_app_passwords` reached → 400 Directory_ResourceSizeExceeded; default end start+2 years → 200 with `secretText` (only here) |
-//! | `POST /applications/{id}/removePassword` `{"keyId"}` | unknown keyId 400 Request_BadRequest (UNCONFIRMED) → 204 |
-//! | `GET /groups?$filter=displayName eq '…'` | delegated or GroupMember.Read(Write).All |
-//! | `POST /groups/{id}/members/$ref` `{"@odata.id": "{https://graph.microsoft.com or graph_url()}/v1.0/directoryObjects/{id}"}` | plain user 403; app-only without GroupMember.ReadWrite.All 403; object unknown/replicating 404; already a member 400 Request_BadRequest "One or more added object references already exist…" → 204 |
-//! | `GET /policies/defaultAppManagementPolicy` | plain user 403; app-only without Policy.Read.All 403 → `applicationRestrictions.passwordCredentials[]` from the knobs |
+//! | `POST /applications/{id}/addPassword` (also `applications(appId='…')/addPassword`) | app unknown/replicating 404; **who** 403; `passwords_disallowed` 400 CredentialTypeNotAllowedAsPerAppPolicy; `endDateTime` beyond `max_password_lifetime` 400 CredentialInvalidLifetimeAsPerAppPolicy (details InvalidKeyEndDate); personal-account audiences hold at most 2 (400 Request_BadRequest "TooManyAppPasswords: …", UNCONFIRMED); `max_app_passwords` reached → 400 Directory_ResourceSizeExceeded; default end start+2 years → 200 with `secretText` (only here) |
+//! | `PATCH /applications/{id}` (also `applications(appId='…')`) | the body rules of `POST /applications` (`displayName` optional); app unknown/replicating 404; **who** 403; complex properties keep the sub-properties not sent → 204 |
+//! | `POST /applications/{id}/removePassword` `{"keyId"}` | app unknown/replicating 404; **who** 403; unknown keyId 400 Request_BadRequest (UNCONFIRMED) → 204 |
+//! | `DELETE /applications/{id}` | Graph "Delete application"; app unknown/replicating 404; **who** 403 (as removePassword) → 204 |
+//! | `GET /groups?$filter=displayName eq '…'` | delegated, or GroupMember.Read(Write).All / Group.Read(Write).All |
+//! | `POST /groups/{id}/members/$ref` `{"@odata.id": "{https://graph.microsoft.com or graph_url()}/v1.0/directoryObjects/{id}"}` | group unknown 404; **who** 403; object unknown/replicating 404; already a member 400 Request_BadRequest "One or more added object references already exist…" → 204 |
+//! | `GET /policies/defaultAppManagementPolicy` | **who** 403 (by default every delegated token: the public client lacks `Policy.Read.All`) → `applicationRestrictions.passwordCredentials[]` from the knobs |
 //!
-//! Roles (an emulator choice): Global admin and Admin agent may add group members and read the
-//! policy; a plain user may create apps and add secrets only to apps they own. The automation app
-//! holds Application.ReadWrite.All and GroupMember.ReadWrite.All.
+//! **Who** may write (microsoft-apis.md §3.0, from Graph's "Create application", "Create
+//! servicePrincipal", "application: addPassword" / "removePassword", "Add members" and "Get
+//! tenantAppManagementPolicy" pages). A delegated call needs BOTH a permission in `scp` and the
+//! user's own right; an App-only call needs the application permission in `roles`. Else 403
+//! `Authorization_RequestDenied` "Insufficient privileges to complete the operation."
+//! | route | delegated `scp` (one of) | the signed-in user | App-only `roles` (one of) |
+//! |---|---|---|---|
+//! | `POST /applications` | Application.ReadWrite.All, Directory.AccessAsUser.All | any member ("users can register applications" is on) | Application.ReadWrite.All, Application.ReadWrite.OwnedBy, Directory.ReadWrite.All |
+//! | `POST /servicePrincipals`, multi-tenant app | same | Global / Application / Cloud Application Administrator | same |
+//! | `POST /servicePrincipals`, single-tenant app (`AzureADMyOrg`) | same | those, or the app's owner holding Application Developer | same |
+//! | `addPassword`, `removePassword`, `PATCH /applications/{id}` | same | the app's owner, or Global / Application / Cloud Application Administrator | same |
+//! | `POST /groups/{id}/members/$ref` | GroupMember.ReadWrite.All, Group.ReadWrite.All, Directory.AccessAsUser.All | the group's owner, or Global / Groups / User / Privileged Role Administrator | GroupMember.ReadWrite.All, Group.ReadWrite.All, Directory.ReadWrite.All |
+//! | `GET /policies/defaultAppManagementPolicy` | Policy.Read.All, Policy.Read.ApplicationConfiguration, Policy.ReadWrite.ApplicationConfiguration | Global Reader or higher: Global Reader, Global Administrator, Application / Cloud Application Administrator (the last two UNCONFIRMED) | the same three permissions |
+//! | reads (`/me`, `memberOf`, `/organization`, `/applications`, `/servicePrincipals`, `/groups`) | their Read/ReadWrite permission, or Directory.AccessAsUser.All | any member | their Read/ReadWrite permission |
+//!
+//! Role template IDs are those of Entra's "Microsoft Entra built-in roles" page. Membership of
+//! AdminAgents is no directory role: it grants rights in customer tenants through Partner Center,
+//! so an Admin agent may register an app and manage the apps it owns, nothing more. The
+//! automation app holds Application.ReadWrite.All and GroupMember.ReadWrite.All.
 //!
 //! ## Partner Center (`partner_center_url()`) under `/v1`
 //! Every route: Bearer token for `https://api.partnercenter.microsoft.com` → else 401 code 401
@@ -74,15 +99,18 @@
 //! `max_password_lifetime`, `passwords_disallowed`, `signed_in_user`, `block_device_code`,
 //! `not_csp_tenant`, `require_pc_app_registration`, `hang_after_request`,
 //! `auto_approve_device_code_after_polls`, `member_of_page_size`, `device_code_interval_secs`,
-//! `device_code_lifetime`, `access_token_lifetime`, `user_without_mfa`, `max_app_passwords`.
+//! `device_code_lifetime`, `access_token_lifetime`, `user_without_mfa`, `max_app_passwords`,
+//! `grant_policy_read`.
 //! Route matching for `throttle` and `faults` is a substring of `"METHOD /path?query"`.
 //! Faults and throttles answer before the request is applied; `hang_after_request` and
 //! `hang_after_route` apply it first.
 //!
 //! # Seed
 //! A CSP partner tenant (random tenant GUID, domain `contoso-partner-xxxx.onmicrosoft.com`);
-//! users `admin@` (Global Administrator role), `agent@` (group AdminAgents), `user@` (plain), all
-//! in several groups so `memberOf` pages; service principals of Partner Center
+//! users `admin@` (Global Administrator and Global Reader roles), `agent@` (group AdminAgents, no
+//! directory role), `appadmin@` (Application Administrator role, no group rights), `user@`
+//! (plain; owns the group "Project Phoenix"), all in several groups so `memberOf` pages;
+//! [`Emulator::assign_directory_role`] adds roles; service principals of Partner Center
 //! (`fa3d9a0c-…`), Microsoft Graph and the Azure CLI; the automation app
 //! ([`Emulator::automation_credentials`]); three customers. Known public clients: Azure CLI
 //! `04b07795-…` and Azure PowerShell `1950a258-…`; any other client ID must be an app of the tenant.
@@ -116,10 +144,12 @@ pub enum UserKind {
     /// Member of the Global Administrator directory role.
     #[default]
     GlobalAdmin,
-    /// Member of the `AdminAgents` group.
+    /// Member of the `AdminAgents` group, with no directory role.
     AdminAgent,
-    /// Neither.
+    /// No role, no group rights.
     Plain,
+    /// Member of the Application Administrator directory role, with no group rights.
+    AppAdmin,
 }
 
 /// Throttle matching requests: 429 with `Retry-After` and the service's throttling body.
@@ -200,6 +230,10 @@ pub struct Knobs {
     pub max_app_passwords: Option<usize>,
     /// The partner billing export (usage rows, operation time, faults, answer style).
     pub billing: BillingKnobs,
+    /// The public client is pre-authorized for `Policy.Read.All`: delegated Graph tokens carry it
+    /// in `scp`, so an admin may read the tenant's app management policy. Off by default, as for
+    /// the Azure CLI client in a real tenant.
+    pub grant_policy_read: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -469,6 +503,32 @@ impl Emulator {
             .unwrap_or_default()
     }
 
+    /// Assign a directory role (by template ID, e.g. Application Developer) to the seeded user of
+    /// that kind, as an admin would in the Entra admin center. Activates the role when needed.
+    pub fn assign_directory_role(&self, who: UserKind, role_template_id: &str) {
+        self.shared.write(|d| {
+            let Some(uid) = d.user_of_kind(who).map(|u| u.id.clone()) else {
+                return;
+            };
+            let template = role_template_id.to_ascii_lowercase();
+            let i = match d.roles.iter().position(|r| r.template_id == template) {
+                Some(i) => i,
+                None => {
+                    d.roles.push(state::Role {
+                        id: state::new_guid(),
+                        display_name: state::role_display_name(&template).to_string(),
+                        template_id: template,
+                        members: vec![],
+                    });
+                    d.roles.len() - 1
+                }
+            };
+            if !d.roles[i].members.contains(&uid) {
+                d.roles[i].members.push(uid);
+            }
+        })
+    }
+
     /// Change knobs; throttle and fault counters restart from zero.
     pub fn update_knobs(&self, f: impl FnOnce(&mut Knobs)) {
         let mut rt = lock(&self.shared.rt);
@@ -626,6 +686,50 @@ impl Emulator {
             ids
         });
         (app_id, object_id, crate::secret::Secret::new(secret))
+    }
+
+    /// Delete an app's service principal ("Delete" on the enterprise application in the Entra
+    /// admin center), e.g. Partner Center's: a CSP tenant whose Partner Center service principal is
+    /// missing. False if there was none.
+    pub fn portal_delete_service_principal(&self, app_id: &str) -> bool {
+        self.shared.write(|d| {
+            let Some(i) = d
+                .service_principals
+                .iter()
+                .position(|sp| sp.app_id.eq_ignore_ascii_case(app_id))
+            else {
+                return false;
+            };
+            let gone = d.service_principals.remove(i).id;
+            for g in &mut d.groups {
+                g.members.retain(|m| *m != gone);
+            }
+            true
+        })
+    }
+
+    /// "Add key" in Partner Center's App management on an existing app: a new 1-year password,
+    /// made now (so `secret_propagation_delay` applies, as to any new key). Returns (key ID,
+    /// secret text), or None if the app does not exist.
+    pub fn portal_add_key(&self, app_id: &str) -> Option<(String, crate::secret::Secret)> {
+        let secret = state::new_client_secret();
+        let now = OffsetDateTime::now_utc();
+        let key_id = self.shared.write(|d| {
+            let app = d.app_by_app_id_mut(app_id)?;
+            let key_id = state::new_guid();
+            app.passwords.push(state::Password {
+                key_id: key_id.clone(),
+                display_name: Some("Partner Center key".to_string()),
+                secret_sha256: state::sha256_hex(&secret),
+                hint: secret.chars().take(3).collect(),
+                start: now,
+                end: now + time::Duration::days(365),
+                created: now,
+                auths_after_delay: 0,
+            });
+            Some(key_id)
+        })?;
+        Some((key_id, crate::secret::Secret::new(secret)))
     }
 
     /// Delete a password in the portal. False if the app or key does not exist.

@@ -12,7 +12,30 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use time::OffsetDateTime;
 
+/// Directory role template IDs, from Entra's "Microsoft Entra built-in roles" (permissions reference).
 pub const GLOBAL_ADMIN_TEMPLATE: &str = "62e90394-69f5-4237-9190-012177145e10";
+pub const APPLICATION_ADMIN_TEMPLATE: &str = "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3";
+pub const CLOUD_APPLICATION_ADMIN_TEMPLATE: &str = "158c047a-c907-4556-b7ef-446551a6b5f7";
+pub const APPLICATION_DEVELOPER_TEMPLATE: &str = "cf1c38e5-3621-4004-a7cb-879624dced7c";
+pub const GROUPS_ADMIN_TEMPLATE: &str = "fdd7a751-b60b-444a-984c-02652fe8fa1c";
+pub const USER_ADMIN_TEMPLATE: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+pub const PRIVILEGED_ROLE_ADMIN_TEMPLATE: &str = "e8611ab8-c189-46e8-94e1-60213ab1f814";
+pub const GLOBAL_READER_TEMPLATE: &str = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
+/// The display name Graph gives a directory role of this template.
+pub fn role_display_name(template_id: &str) -> &'static str {
+    match template_id {
+        GLOBAL_ADMIN_TEMPLATE => "Global Administrator",
+        APPLICATION_ADMIN_TEMPLATE => "Application Administrator",
+        CLOUD_APPLICATION_ADMIN_TEMPLATE => "Cloud Application Administrator",
+        APPLICATION_DEVELOPER_TEMPLATE => "Application Developer",
+        GROUPS_ADMIN_TEMPLATE => "Groups Administrator",
+        USER_ADMIN_TEMPLATE => "User Administrator",
+        PRIVILEGED_ROLE_ADMIN_TEMPLATE => "Privileged Role Administrator",
+        GLOBAL_READER_TEMPLATE => "Global Reader",
+        _ => "Directory role",
+    }
+}
+
 pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 pub const AZURE_POWERSHELL_APP_ID: &str = "1950a258-227b-4e31-a9cf-717495945fc2";
 /// Microsoft's own services tenant, which owns first-party apps such as Partner Center.
@@ -25,7 +48,21 @@ pub const PUBLIC_CLIENTS: &[(&str, &str)] = &[
     (AZURE_POWERSHELL_APP_ID, "Microsoft Azure PowerShell"),
 ];
 
-const STATE_VERSION: u32 = 1;
+/// 2: the Application Administrator user and group owners (issue 10); version 1 is upgraded on load.
+/// The name of a Microsoft first-party multi-tenant app this emulator knows, by app ID.
+pub fn first_party_app_name(app_id: &str) -> Option<&'static str> {
+    let app_id = app_id.to_ascii_lowercase();
+    match app_id.as_str() {
+        PARTNER_CENTER_APP_ID => Some("Partner Center"),
+        GRAPH_APP_ID => Some("Microsoft Graph"),
+        _ => PUBLIC_CLIENTS
+            .iter()
+            .find(|(id, _)| *id == app_id)
+            .map(|(_, name)| *name),
+    }
+}
+
+const STATE_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 pub struct Data {
@@ -65,6 +102,9 @@ pub struct Group {
     pub description: String,
     /// Object IDs of users and service principals.
     pub members: Vec<String>,
+    /// Object IDs of the users who own the group (they may add members without a role).
+    #[serde(default)]
+    pub owners: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -226,36 +266,52 @@ impl Data {
         let admin = user("admin", "Ada Admin", UserKind::GlobalAdmin);
         let agent = user("agent", "Alex Agent", UserKind::AdminAgent);
         let plain = user("user", "Pat Plain", UserKind::Plain);
+        let app_admin = user("appadmin", "Avery AppAdmin", UserKind::AppAdmin);
 
         let group = |name: &str, members: Vec<&User>| Group {
             id: new_guid(),
             display_name: name.to_string(),
             description: format!("{name} (seeded by the emulator)"),
             members: members.iter().map(|u| u.id.clone()).collect(),
+            owners: vec![],
         };
         // Enough memberships that a small `member_of_page_size` pages through several links.
-        let groups = vec![
+        // AdminAgents has no owner: Partner Center made it, and only directory roles add to it.
+        let mut groups = vec![
             group(ADMIN_AGENTS, vec![&agent]),
             group("SalesAgents", vec![&agent]),
             group("HelpdeskAgents", vec![&agent, &plain]),
-            group("All Staff", vec![&admin, &agent, &plain]),
+            group("All Staff", vec![&admin, &agent, &plain, &app_admin]),
             group("Finance", vec![&admin]),
-            group("Engineering", vec![&admin, &plain]),
+            group("Engineering", vec![&admin, &plain, &app_admin]),
             group("Security Reviewers", vec![&admin]),
             group("Project Phoenix", vec![&admin, &agent]),
         ];
+        // A group a plain user owns: owners add members without any role ("Add members").
+        if let Some(g) = groups
+            .iter_mut()
+            .find(|g| g.display_name == "Project Phoenix")
+        {
+            g.owners.push(plain.id.clone());
+        }
         let roles = vec![
             Role {
                 id: new_guid(),
                 template_id: GLOBAL_ADMIN_TEMPLATE.to_string(),
-                display_name: "Global Administrator".to_string(),
+                display_name: role_display_name(GLOBAL_ADMIN_TEMPLATE).to_string(),
                 members: vec![admin.id.clone()],
             },
             Role {
                 id: new_guid(),
-                template_id: "f2ef992c-3afb-46b9-b7cf-a126ee74c451".to_string(),
-                display_name: "Global Reader".to_string(),
+                template_id: GLOBAL_READER_TEMPLATE.to_string(),
+                display_name: role_display_name(GLOBAL_READER_TEMPLATE).to_string(),
                 members: vec![admin.id.clone()],
+            },
+            Role {
+                id: new_guid(),
+                template_id: APPLICATION_ADMIN_TEMPLATE.to_string(),
+                display_name: role_display_name(APPLICATION_ADMIN_TEMPLATE).to_string(),
+                members: vec![app_admin.id.clone()],
             },
         ];
 
@@ -323,7 +379,7 @@ impl Data {
             tenant_domain,
             tenant_name: "Contoso Partner".to_string(),
             signing_key: hex(&key),
-            users: vec![admin, agent, plain],
+            users: vec![admin, agent, plain, app_admin],
             groups,
             roles,
             applications: vec![automation.clone()],
@@ -352,12 +408,15 @@ impl Data {
                     .with_context(|| format!("reading emulator state {}", path.display()));
             }
         };
-        let data: Data = serde_json::from_str(&text).with_context(|| {
+        let mut data: Data = serde_json::from_str(&text).with_context(|| {
             format!(
                 "emulator state {} is not valid; move it away to start fresh",
                 path.display()
             )
         })?;
+        if data.version == 1 {
+            data.upgrade_from_v1();
+        }
         anyhow::ensure!(
             data.version == STATE_VERSION,
             "emulator state {} has version {}, expected {STATE_VERSION}; move it away to start fresh",
@@ -365,6 +424,27 @@ impl Data {
             data.version
         );
         Ok(Some(data))
+    }
+
+    /// Version 1 had no Application Administrator user: add `appadmin@` with that role, so a
+    /// tenant kept by `--cloud emulator` keeps its apps.
+    fn upgrade_from_v1(&mut self) {
+        if self.user_of_kind(UserKind::AppAdmin).is_none() {
+            let app_admin = User {
+                id: new_guid(),
+                upn: format!("appadmin@{}", self.tenant_domain),
+                display_name: "Avery AppAdmin".to_string(),
+                kind: UserKind::AppAdmin,
+            };
+            self.roles.push(Role {
+                id: new_guid(),
+                template_id: APPLICATION_ADMIN_TEMPLATE.to_string(),
+                display_name: role_display_name(APPLICATION_ADMIN_TEMPLATE).to_string(),
+                members: vec![app_admin.id.clone()],
+            });
+            self.users.push(app_admin);
+        }
+        self.version = STATE_VERSION;
     }
 
     /// Atomic replace through the one private writer (0600 file, 0700 new directories): the file
@@ -390,6 +470,15 @@ impl Data {
 
     pub fn user_of_kind(&self, kind: UserKind) -> Option<&User> {
         self.users.iter().find(|u| u.kind == kind)
+    }
+
+    /// The template IDs of the directory roles the user holds.
+    pub fn role_templates(&self, user_id: &str) -> Vec<String> {
+        self.roles
+            .iter()
+            .filter(|r| r.members.iter().any(|m| m == user_id))
+            .map(|r| r.template_id.clone())
+            .collect()
     }
 
     pub fn app_by_app_id(&self, app_id: &str) -> Option<&Application> {
@@ -420,6 +509,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_version_1_state_file_gains_the_application_administrator() {
+        let mut d = Data::seed();
+        d.users.retain(|u| u.kind != UserKind::AppAdmin);
+        d.roles
+            .retain(|r| r.template_id != APPLICATION_ADMIN_TEMPLATE);
+        d.version = 1;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        d.save(&path).unwrap();
+        let d = Data::load(&path).unwrap().unwrap();
+        let app_admin = d.user_of_kind(UserKind::AppAdmin).unwrap();
+        assert_eq!(
+            d.role_templates(&app_admin.id),
+            vec![APPLICATION_ADMIN_TEMPLATE]
+        );
+    }
+
+    #[test]
     fn secrets_look_like_entra_secrets() {
         let s = new_client_secret();
         assert_eq!(s.len(), 40);
@@ -427,11 +534,18 @@ mod tests {
     }
 
     #[test]
-    fn seed_is_a_csp_tenant_with_the_three_kinds_of_user() {
+    fn seed_is_a_csp_tenant_with_the_four_kinds_of_user() {
         let d = Data::seed();
         assert!(d.sp_by_app_id(PARTNER_CENTER_APP_ID).is_some());
         let agent = d.user_of_kind(UserKind::AdminAgent).unwrap();
         assert!(d.admin_agents().unwrap().members.contains(&agent.id));
+        assert!(d.role_templates(&agent.id).is_empty());
+        let app_admin = d.user_of_kind(UserKind::AppAdmin).unwrap();
+        assert_eq!(
+            d.role_templates(&app_admin.id),
+            vec![APPLICATION_ADMIN_TEMPLATE]
+        );
+        assert!(!d.admin_agents().unwrap().members.contains(&app_admin.id));
         assert!(d.app_by_app_id(&d.automation_app_id).is_some());
     }
 }

@@ -1,11 +1,10 @@
-//! Partner Center REST calls of microsoft-apis.md §4: the organization profile (App+User), and the
-//! two cheap App-only checks (legal business profile, customers).
+//! Partner Center REST of microsoft-apis.md §4: the cheap App-only check (the legal business
+//! profile) that proves Partner Center accepts an app.
 
 use super::errors::{ApiError, Service};
 use super::http::{HttpClient, Request, Response, header};
 use crate::cloud::Endpoints;
 use crate::secret::Secret;
-use serde::Deserialize;
 
 /// A Partner Center client for one token (App+User or App-only).
 #[derive(Clone)]
@@ -13,29 +12,14 @@ pub struct PartnerCenter {
     http: HttpClient,
     base: url::Url,
     token: Secret,
-    /// One per client value: ties together the calls of one run in Partner Center's logs.
-    correlation_id: String,
 }
 
 impl std::fmt::Debug for PartnerCenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartnerCenter")
             .field("base", &self.base.as_str())
-            .field("correlation_id", &self.correlation_id)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrganizationProfile {
-    pub id: String,
-    #[serde(default)]
-    pub company_name: Option<String>,
-    #[serde(default)]
-    pub tenant_id: Option<String>,
-    #[serde(default)]
-    pub domain: Option<String>,
 }
 
 impl PartnerCenter {
@@ -44,12 +28,7 @@ impl PartnerCenter {
             http,
             base: ep.partner_center.clone(),
             token,
-            correlation_id: uuid::Uuid::new_v4().to_string(),
         }
-    }
-
-    pub fn correlation_id(&self) -> &str {
-        &self.correlation_id
     }
 
     async fn get(&self, path: &str) -> Result<Response, ApiError> {
@@ -62,23 +41,18 @@ impl PartnerCenter {
         req.headers.push(header("accept", "application/json"));
         // Partner Center's REST reference lists this header as required on every request.
         req.headers.push(header("ms-contract-version", "v1"));
-        // A new ID per logical request; `execute` re-sends these same headers on its retries.
+        // New IDs for every call (Partner Center's REST headers page); `execute` re-sends these
+        // same headers on its retries of that call.
         let request_id = uuid::Uuid::new_v4().to_string();
+        let correlation_id = uuid::Uuid::new_v4().to_string();
         req.headers.push(header("ms-requestid", &request_id));
         req.headers
-            .push(header("ms-correlationid", &self.correlation_id));
+            .push(header("ms-correlationid", &correlation_id));
         self.http.execute(&req).await.map_err(|mut e| {
             e.request_id.get_or_insert(request_id);
-            e.correlation_id.get_or_insert(self.correlation_id.clone());
+            e.correlation_id.get_or_insert(correlation_id);
             e
         })
-    }
-
-    /// The partner's organization profile (App+User tokens only).
-    pub async fn organization_profile(&self) -> Result<OrganizationProfile, ApiError> {
-        self.get("v1/profiles/organization")
-            .await?
-            .json(Service::PartnerCenter, "organization profile")
     }
 
     /// The legal business profile: the cheap proof that Partner Center accepts an App-only token.
@@ -87,20 +61,6 @@ impl PartnerCenter {
         self.get("v1/profiles/legalbusiness?vettingVersion=Current")
             .await
             .map(|_| ())
-    }
-
-    /// The number of customers (`GET /v1/customers?size=1`): the alternative App-only check.
-    pub async fn customers_probe(&self) -> Result<u64, ApiError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Customers {
-            total_count: u64,
-        }
-        let c: Customers = self
-            .get("v1/customers?size=1")
-            .await?
-            .json(Service::PartnerCenter, "customers")?;
-        Ok(c.total_count)
     }
 }
 
@@ -128,19 +88,15 @@ mod tests {
             )
             .header("retry-after", "0"),
             // Partner Center answers start with a byte-order mark.
-            Reply::json(
-                200,
-                "\u{feff}{\"id\":\"p1\",\"companyName\":\"Contoso\",\"tenantId\":\"t1\",\"domain\":\"contoso.onmicrosoft.com\",\"email\":\"a@b\",\"profileType\":\"OrganizationProfile\"}",
-            ),
+            Reply::json(200, "\u{feff}{\"companyName\":\"Contoso\"}"),
         ])
         .await;
-        let profile = pc.organization_profile().await.unwrap();
-        assert_eq!(profile.company_name.as_deref(), Some("Contoso"));
+        pc.legal_business_profile().await.unwrap();
         pc.legal_business_profile().await.unwrap();
         let reqs = fake.requests();
         assert_eq!(reqs.len(), 3);
         assert_eq!(reqs[0].method, "GET");
-        assert_eq!(reqs[0].target, "/v1/profiles/organization");
+        assert_eq!(reqs[0].target, reqs[2].target);
         assert_eq!(
             reqs[2].target,
             "/v1/profiles/legalbusiness?vettingVersion=Current"
@@ -155,20 +111,10 @@ mod tests {
         let rid = |i: usize| reqs[i].header("ms-requestid").unwrap().to_string();
         assert_eq!(rid(0), rid(1), "a retry reuses its request ID");
         assert_ne!(rid(1), rid(2), "a new request gets a new one");
-        assert!(
-            reqs.iter()
-                .all(|r| r.header("ms-correlationid") == Some(pc.correlation_id()))
-        );
-    }
-
-    #[tokio::test]
-    async fn customers_probe_reads_total_count() {
-        let (pc, _) = pc(vec![Reply::json(
-            200,
-            r#"{"totalCount":42,"items":[{"id":"c1"}],"links":{"self":{"uri":"/customers?size=1"}},"attributes":{"objectType":"Collection"}}"#,
-        )])
-        .await;
-        assert_eq!(pc.customers_probe().await.unwrap(), 42);
+        let cid = |i: usize| reqs[i].header("ms-correlationid").unwrap().to_string();
+        assert!(uuid::Uuid::try_parse(&cid(0)).is_ok());
+        assert_eq!(cid(0), cid(1), "a retry is the same call");
+        assert_ne!(cid(1), cid(2), "every call gets its own correlation ID");
     }
 
     #[tokio::test]
@@ -178,11 +124,11 @@ mod tests {
             r#"{"code":900421,"description":"MFA is required","data":[],"source":"PartnerFD"}"#,
         )])
         .await;
-        let e = pc.organization_profile().await.unwrap_err();
+        let e = pc.legal_business_profile().await.unwrap_err();
         assert_eq!(e.partner_center_code, Some(900421));
         assert_eq!(e.exit(), Exit::SignIn);
-        assert_eq!(e.correlation_id.as_deref(), Some(pc.correlation_id()));
+        let cid = e.correlation_id.clone().expect("the call's correlation ID");
         assert!(e.request_id.is_some());
-        assert!(e.to_user_error().message.contains(pc.correlation_id()));
+        assert!(e.to_user_error().message.contains(&cid));
     }
 }

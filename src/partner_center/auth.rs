@@ -1,5 +1,6 @@
 //! Entra ID sign-in (microsoft-apis.md §2): device code, authorization code + PKCE on a loopback
-//! redirect, refresh token, and client credentials (which refuses `/organizations` before sending).
+//! redirect, and client credentials (which refuses `/organizations` before sending). One sign-in
+//! asks for every scope at once, so no refresh grant is needed within a run.
 
 use super::errors::{ApiError, ErrorKind, Service};
 use super::http::{Body, HttpClient, Idempotency, Request};
@@ -564,30 +565,6 @@ async fn browser_sign_in_within(
     .await
 }
 
-/// Trade a refresh token for an access token to another resource (or a fresh one). Keep the
-/// newest refresh token the answer carries.
-pub async fn refresh(
-    http: &HttpClient,
-    ep: &Endpoints,
-    c: &SignInClient,
-    refresh_token: &Secret,
-    scopes: &[String],
-) -> Result<TokenResponse, ApiError> {
-    let body = form(&[
-        ("grant_type", "refresh_token"),
-        ("client_id", &c.client_id),
-        ("refresh_token", refresh_token.expose()),
-        ("scope", &scopes.join(" ")),
-    ]);
-    token_call(
-        http,
-        oauth_url(ep, &c.tenant, "token")?,
-        body,
-        Idempotency::Idempotent,
-    )
-    .await
-}
-
 /// Tenants that name no tenant: Entra may pick the wrong one for an app-only token (§2.4).
 fn is_multi_tenant_alias(tenant: &str) -> bool {
     ["organizations", "common", "consumers"]
@@ -970,26 +947,6 @@ mod tests {
             .err()
             .unwrap();
         assert!(!format!("{e:?} {e}").contains(SECRET));
-    }
-
-    #[tokio::test]
-    async fn refresh_sends_the_refresh_grant() {
-        let fake = serve(vec![Reply::json(200, &token_body())]).await;
-        let ep = endpoints(&fake.base);
-        let t = refresh(
-            &http(),
-            &ep,
-            &client(),
-            &Secret::new("rt-1"),
-            &[ep.partner_center_user_scope()],
-        )
-        .await
-        .unwrap();
-        assert!(t.refresh_token.is_some());
-        let body = &fake.requests()[0].body;
-        assert!(body.contains("grant_type=refresh_token"));
-        assert!(body.contains("refresh_token=rt-1"));
-        assert!(body.contains("user_impersonation"));
     }
 
     #[tokio::test]

@@ -66,6 +66,8 @@ pub struct ApiError {
     pub request_id: Option<String>,
     pub correlation_id: Option<String>,
     pub trace_id: Option<String>,
+    /// Throttled with a `Retry-After` too long to wait out in this run: when to come back.
+    pub retry_at: Option<time::OffsetDateTime>,
 }
 
 /// AADSTS codes for "you asked the authority about no tenant, or one it does not know".
@@ -88,6 +90,7 @@ impl ApiError {
             request_id: None,
             correlation_id: None,
             trace_id: None,
+            retry_at: None,
         }
     }
 
@@ -160,15 +163,6 @@ impl ApiError {
         self.oauth_error.as_deref() == Some(error)
     }
 
-    /// Throttled or a server fault: the service may well answer next time.
-    pub fn is_transient(&self) -> bool {
-        match self.kind {
-            ErrorKind::Network | ErrorKind::Timeout => true,
-            ErrorKind::Http => matches!(self.status, Some(429 | 500 | 502 | 503 | 504)),
-            _ => false,
-        }
-    }
-
     /// AADSTS7000215 / 70002: the secret does not authenticate (wrong value, or not yet propagated).
     pub fn is_invalid_secret(&self) -> bool {
         self.has_aadsts(7000215) || self.has_aadsts(70002)
@@ -212,6 +206,7 @@ impl ApiError {
             return Exit::SignIn;
         }
         match self.status {
+            Some(300..=399) => Exit::Unreachable,
             Some(401) => Exit::SignIn,
             Some(403) => Exit::Permission,
             Some(404) => Exit::NotFound,
@@ -319,12 +314,12 @@ impl ApiError {
         match self.graph_code.as_deref() {
             Some("Authorization_RequestDenied") => {
                 return s(
-                    "sign in as a Global admin or an Admin agent of the partner tenant (Application.ReadWrite.All is needed to create apps and secrets)",
+                    "this account lacks the directory role Graph requires (microsoft-apis.md §3.0): sign in as a Global Administrator or Application Administrator; an Admin agent adds the web app and its key in Partner Center > App management, then captures them (`csp-onboard init --app-id … --app-secret-stdin`)",
                 );
             }
             Some("CredentialInvalidLifetimeAsPerAppPolicy") => {
                 return s(
-                    "a tenant policy caps secret lifetime: choose a shorter lifetime (--secret-years 1), or ask your admin about the app management policy",
+                    "a tenant policy caps secret lifetime: pass a shorter one with --secret-days N, or ask your admin for the app management policy's limit",
                 );
             }
             Some("CredentialTypeNotAllowedAsPerAppPolicy") => {
@@ -355,7 +350,17 @@ impl ApiError {
                 "Partner Center refused the call: sign in as a Global admin or Admin agent of the partner tenant, and make sure the app is registered under App management (https://partner.microsoft.com/pcv/apiintegration/appmanagement)",
             );
         }
+        if let Some(at) = self.retry_at {
+            return Some(format!(
+                "try again after {} UTC (a longer --deadline lets one run wait that out, up to 5 minutes)",
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ));
+        }
         match self.status {
+            Some(300..=399) => s(
+                "the endpoint sent the request elsewhere: check --cloud and the endpoint URLs (or a proxy in between)",
+            ),
             Some(429) => s(
                 "the service kept throttling after several retries; wait a few minutes and run again",
             ),
@@ -619,7 +624,11 @@ mod tests {
         assert_eq!(e.request_id.as_deref(), Some("req-1"));
         assert_eq!(e.correlation_id.as_deref(), Some("cli-1"));
         assert_eq!(e.exit(), Exit::Permission);
-        assert!(e.hint().unwrap().contains("Admin agent"));
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.contains("Admin agent") && hint.contains("App management"),
+            "{hint}"
+        );
     }
 
     #[test]

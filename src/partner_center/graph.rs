@@ -257,6 +257,11 @@ impl Graph {
         }
     }
 
+    /// The signed-in token, for calls outside this module (billing consent).
+    pub(crate) fn token(&self) -> &Secret {
+        &self.token
+    }
+
     fn url(&self, path_and_query: &str) -> url::Url {
         Endpoints::join(&self.base, path_and_query)
     }
@@ -416,14 +421,6 @@ impl Graph {
         }
     }
 
-    /// The app just created, once Graph's replicas all know it (404s retried within the budget).
-    pub async fn wait_for_application(&self, app_id: &str) -> Result<Application, ApiError> {
-        check_guid("the App ID", app_id)?;
-        self.get(&Self::application_path(app_id), Some(not_found_yet))
-            .await?
-            .json(Service::Graph, "application")
-    }
-
     async fn application_by_object_id(
         &self,
         object_id: &str,
@@ -468,6 +465,18 @@ impl Graph {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Partner Center's own service principal, for a tenant that lacks it (CIPP's SAM setup
+    /// creates it). Not retried: Partner Center's app exists long before this call, so a 400 here
+    /// is Graph's final answer, not replication lag.
+    pub async fn create_partner_center_service_principal(
+        &self,
+    ) -> Result<ServicePrincipal, ApiError> {
+        let body = serde_json::json!({ "appId": PARTNER_CENTER_APP_ID });
+        self.post("servicePrincipals", body, Idempotency::NotIdempotent, None)
+            .await?
+            .json(Service::Graph, "servicePrincipal")
     }
 
     /// The ID of the group with this display name (e.g. `AdminAgents`), if there is one.
@@ -590,6 +599,22 @@ impl Graph {
                     _ => Err(e),
                 }
             }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delete an app registration (Graph "Delete application": `DELETE /applications/{id}`,
+    /// 204 No Content). Deleting twice ends the same way: a 404 means it is already gone.
+    pub async fn delete_application(&self, app_object_id: &str) -> Result<(), ApiError> {
+        check_guid("the application object ID", app_object_id)?;
+        let url = self.url(&format!("applications/{app_object_id}"));
+        match self
+            .http
+            .execute(&self.request(reqwest::Method::DELETE, url))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(404) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -832,13 +857,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn application_lookup_and_wait() {
+    async fn application_lookup() {
         let app = format!(
             r#"{{"id":"{OBJ_ID}","appId":"{APP_ID}","displayName":"x","passwordCredentials":[{{"keyId":"{KEY_ID}","displayName":"csp-onboard","hint":"Qx8","startDateTime":"2026-01-01T00:00:00Z","endDateTime":"2027-01-01T00:00:00.1234567Z","customKeyIdentifier":null,"secretText":null}}]}}"#
         );
-        let (g, fake) = graph(vec![not_found(), not_found(), Reply::json(200, &app)]).await;
+        let (g, fake) = graph(vec![not_found(), Reply::json(200, &app)]).await;
         assert_eq!(g.get_application(APP_ID).await.unwrap(), None);
-        let got = g.wait_for_application(APP_ID).await.unwrap();
+        let got = g.get_application(APP_ID).await.unwrap().expect("found");
         assert_eq!(got.password_credentials.len(), 1);
         assert_eq!(got.password_credentials[0].end.unwrap().year(), 2027);
         let r = &fake.requests()[0];
@@ -848,7 +873,7 @@ mod tests {
                 "/v1.0/applications(appId='{APP_ID}')?$select=id,appId,displayName,passwordCredentials"
             )
         );
-        assert_eq!(fake.requests().len(), 3);
+        assert_eq!(fake.requests().len(), 2);
         let e = g.get_application("x' or 1 eq 1").await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Refused);
     }

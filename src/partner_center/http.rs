@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A read (GET) answers in seconds or not at all: a hung one is given up sooner than a write.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -18,7 +20,8 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Cap of one backoff step.
     pub max_delay: Duration,
-    /// Cap of one honoured `Retry-After`.
+    /// Longest `Retry-After` honoured: a longer one ends the call at once (never a shorter wait
+    /// than the server asked for).
     pub max_retry_after: Duration,
     /// Total time a replication-aware call keeps retrying "not found yet" answers.
     pub replication_budget: Duration,
@@ -74,6 +77,8 @@ pub struct HttpClient {
     /// `Retry-After` slows a whole batch (e.g. `rotate --all`) instead of each task finding
     /// the throttle on its own.
     gate: Arc<std::sync::Mutex<Vec<(Service, Instant)>>>,
+    /// The run's total deadline: no attempt or wait goes past it.
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -212,7 +217,30 @@ impl HttpClient {
             policy: RetryPolicy::default(),
             notify: None,
             gate: Arc::default(),
+            deadline: None,
         })
+    }
+
+    /// End every call by `deadline`: attempts are cut short, waits that would pass it are not
+    /// started, and a `Retry-After` beyond it stops the call at once.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// The error that ends a call when the deadline has passed before an attempt.
+    fn out_of_time(&self, service: Service) -> ApiError {
+        ApiError::new(
+            service,
+            ErrorKind::Timeout,
+            "no answer before this run's deadline (--deadline)",
+        )
     }
 
     pub fn with_policy(mut self, p: RetryPolicy) -> Self {
@@ -258,6 +286,9 @@ impl HttpClient {
         let mut attempt: u32 = 1; // throttling / transient attempts
         let mut replication_waits: u32 = 0;
         loop {
+            if self.remaining().is_zero() {
+                return Err(self.out_of_time(req.service));
+            }
             let failure = match self.attempt(req).await {
                 Ok(resp) => return Ok(resp),
                 Err(f) => f,
@@ -266,20 +297,26 @@ impl HttpClient {
             let idempotent = req.idempotency == Idempotency::Idempotent;
             match failure {
                 Failure::NotSent(e) => {
+                    let d = backoff(p, attempt);
                     if !can_retry {
                         return Err(e);
                     }
+                    if d >= self.remaining() {
+                        return Err(at_deadline(e));
+                    }
                     attempt += 1;
-                    let d = backoff(p, attempt - 1);
                     self.wait(WaitReason::Transient, req.service, d, attempt)
                         .await;
                 }
                 Failure::MaybeSent(e) => {
+                    let d = backoff(p, attempt);
                     if !idempotent || !can_retry {
                         return Err(e);
                     }
+                    if d >= self.remaining() {
+                        return Err(at_deadline(e));
+                    }
                     attempt += 1;
-                    let d = backoff(p, attempt - 1);
                     self.wait(WaitReason::Transient, req.service, d, attempt)
                         .await;
                 }
@@ -291,8 +328,20 @@ impl HttpClient {
                         if !can_retry {
                             return Err(error);
                         }
+                        // Never sooner than asked, and never past the deadline: a wait longer
+                        // than either allows ends the call now, saying when to come back.
+                        if ra > p.max_retry_after || ra >= self.remaining() {
+                            let mut error = error;
+                            error.retry_at = Some(time::OffsetDateTime::now_utc() + ra);
+                            error.message = format!(
+                                "{} is throttling and asks to wait {} s, longer than this run may wait",
+                                req.service,
+                                ra.as_secs()
+                            );
+                            return Err(error);
+                        }
                         attempt += 1;
-                        let d = ra.min(p.max_retry_after);
+                        let d = ra;
                         self.close_gate(req.service, d);
                         self.notify(&WaitNotice {
                             reason: WaitReason::Throttled,
@@ -306,11 +355,14 @@ impl HttpClient {
                         // 429 means the request was not processed, Retry-After or not: any call
                         // may repeat it. A 5xx may have done the work: only idempotent calls.
                         let safe = status == 429 || idempotent;
+                        let d = backoff(p, attempt);
                         if !safe || !can_retry {
                             return Err(error);
                         }
+                        if d >= self.remaining() {
+                            return Err(at_deadline(error));
+                        }
                         attempt += 1;
-                        let d = backoff(p, attempt - 1);
                         let reason = if status == 429 {
                             WaitReason::Throttled
                         } else {
@@ -330,6 +382,9 @@ impl HttpClient {
                         replication_waits += 1;
                         let d = replication_delay(p, replication_waits)
                             .min(p.replication_budget - elapsed);
+                        if d >= self.remaining() {
+                            return Err(at_deadline(error));
+                        }
                         self.wait(
                             WaitReason::Replication,
                             req.service,
@@ -369,12 +424,22 @@ impl HttpClient {
         }
     }
 
+    /// One attempt's limit: short for reads, and never past the deadline.
+    fn attempt_timeout(&self, method: &reqwest::Method) -> Duration {
+        let limit = if *method == reqwest::Method::GET {
+            self.policy.request_timeout.min(READ_TIMEOUT)
+        } else {
+            self.policy.request_timeout
+        };
+        limit.min(self.remaining()).max(Duration::from_millis(1))
+    }
+
     async fn attempt(&self, req: &Request) -> Result<Response, Failure> {
         self.pass_gate(req.service).await;
         let mut rb = self
             .client
             .request(req.method.clone(), req.url.clone())
-            .timeout(self.policy.request_timeout);
+            .timeout(self.attempt_timeout(&req.method));
         for (name, value) in &req.headers {
             rb = rb.header(name.clone(), value.clone());
         }
@@ -414,11 +479,36 @@ impl HttpClient {
                 body: body.to_vec(),
             });
         }
+        if (300..400).contains(&status) {
+            // Never followed (see the client's redirect policy): say so, rather than let the
+            // empty answer pass for a refusal of the credentials.
+            let to = headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url::Url::parse(l).ok())
+                .and_then(|u| u.host_str().map(str::to_string))
+                .map(|h| format!(" to {h}"))
+                .unwrap_or_default();
+            let mut error = ApiError::from_response(req.service, status, &headers, &body);
+            error.message = format!(
+                "answered with a redirect (HTTP {status}){to}, which is refused: a secret or token is never sent on to another address"
+            );
+            return Err(Failure::Answered {
+                error,
+                retry_after: None,
+            });
+        }
         Err(Failure::Answered {
             error: ApiError::from_response(req.service, status, &headers, &body),
             retry_after: retry_after(&headers),
         })
     }
+}
+
+/// The last failure, marked as the one the deadline ended (a retry would have passed it).
+fn at_deadline(mut e: ApiError) -> ApiError {
+    e.message = format!("{}; stopped at this run's deadline (--deadline)", e.message);
+    e
 }
 
 /// `Retry-After` as delta seconds (what Graph and Partner Center send), or an HTTP date.
@@ -539,7 +629,6 @@ pub(crate) mod fake {
         pub target: String,
         pub headers: Vec<(String, String)>,
         pub body: String,
-        pub at: std::time::Instant,
     }
 
     impl Seen {
@@ -640,7 +729,6 @@ pub(crate) mod fake {
             target,
             headers,
             body,
-            at: std::time::Instant::now(),
         })
     }
 }
@@ -755,19 +843,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retry_after_is_capped() {
+    async fn a_retry_after_longer_than_allowed_stops_at_once_and_says_when() {
         let fake = serve(vec![
             Reply::json(429, THROTTLED).header("retry-after", "3600"),
             Reply::json(200, "{}"),
         ])
         .await;
         let (http, notices) = client();
-        http.execute(&get(&fake.base)).await.unwrap();
-        assert_eq!(notices.lock().unwrap()[0].delay, Duration::from_millis(50));
-        let reqs = fake.requests();
+        let e = http.execute(&get(&fake.base)).await.unwrap_err();
+        assert_eq!(fake.requests().len(), 1, "not asked again sooner than told");
+        assert!(notices.lock().unwrap().is_empty(), "no wait started");
+        assert_eq!(e.exit(), crate::exit::Exit::Unreachable);
+        let at = e.retry_at.expect("when to come back");
+        assert!(at > time::OffsetDateTime::now_utc() + time::Duration::minutes(59));
         assert!(
-            reqs[1].at - reqs[0].at >= Duration::from_millis(50),
-            "the capped Retry-After was actually waited"
+            e.hint().unwrap().contains("try again after"),
+            "{:?}",
+            e.hint()
+        );
+    }
+
+    #[tokio::test]
+    async fn no_wait_goes_past_the_deadline() {
+        // 4 attempts of a dropped GET with 1 s steps would take seconds; the deadline is now.
+        let fake = serve(vec![Reply::dropped()]).await;
+        let (http, _) = client();
+        let http = http
+            .with_policy(RetryPolicy {
+                base_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(1),
+                ..test_policy()
+            })
+            .with_deadline(Instant::now() + Duration::from_millis(200));
+        let e = http.execute(&get(&fake.base)).await.unwrap_err();
+        assert_eq!(e.exit(), crate::exit::Exit::Unreachable);
+        assert_eq!(
+            fake.requests().len(),
+            1,
+            "a 1 s wait would pass the deadline"
         );
     }
 

@@ -2,7 +2,7 @@
 //!
 //! - `http`: the one HTTP client and retry policy (Retry-After, backoff, replication-aware retries).
 //! - `errors`: `ApiError` and the one translation into a message, a next step and an exit code.
-//! - `auth`: device code, browser (PKCE), refresh and client-credentials sign-in.
+//! - `auth`: device code, browser (PKCE) and client-credentials sign-in.
 //! - `graph`: the Graph calls that create the web app, its service principal and its secrets.
 //! - `api`: Partner Center REST.
 //! - `verify`: proving a new secret works, through Entra's propagation delay.
@@ -20,17 +20,17 @@ pub mod graph;
 pub mod http;
 pub mod verify;
 
-pub use api::{OrganizationProfile, PartnerCenter};
+pub use api::PartnerCenter;
 pub use auth::{
     DeviceCode, PollEvent, SignInClient, TokenResponse, browser_sign_in, client_credentials,
-    device_code_poll, device_code_start, graph_sign_in_scopes, refresh,
+    device_code_poll, device_code_start, graph_sign_in_scopes,
 };
 pub use errors::{ApiError, ErrorKind, Service};
 pub use graph::{
-    Application, DirectoryObject, Graph, LifetimePolicy, Me, Membership, NewPassword, Organization,
-    PasswordCredential, ServicePrincipal, VerifiedDomain, iso8601_days,
+    Application, DirectoryObject, Graph, LifetimePolicy, Membership, Organization,
+    PasswordCredential,
 };
-pub use http::{HttpClient, RetryPolicy, WaitNotice, WaitReason};
+pub use http::{HttpClient, RetryPolicy, WaitReason};
 pub use verify::{APP_MANAGEMENT_URL, VerifyError, VerifyEvent, VerifyOptions, verify_secret};
 
 /// The Global Administrator directory role template (microsoft-apis.md §3, role check).

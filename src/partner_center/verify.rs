@@ -33,6 +33,10 @@ pub struct VerifyOptions {
     /// principal in the tenant) are replication lag, not a wrong App ID or tenant. False for an app
     /// made long ago (captured from the portal): there they are final.
     pub app_is_new: bool,
+    /// The key was created within the propagation window: AADSTS7000222 ("expired") from a
+    /// replica that has not seen it yet is propagation, as Microsoft's public reports describe,
+    /// and is retried like AADSTS7000215. For an older key it is final.
+    pub key_is_new: bool,
 }
 
 impl Default for VerifyOptions {
@@ -44,6 +48,7 @@ impl Default for VerifyOptions {
             fast_phase: Duration::from_secs(30),
             max_backoff: Duration::from_secs(15),
             app_is_new: true,
+            key_is_new: true,
         }
     }
 }
@@ -109,6 +114,12 @@ impl std::fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
+/// The secret has expired: the OAuth error `invalid_client` with AADSTS7000222, as Entra's
+/// error-code reference pairs them.
+fn expired_secret(e: &ApiError) -> bool {
+    e.is_oauth_error("invalid_client") && e.has_aadsts(7000222)
+}
+
 /// AADSTS700016 (app not found) or AADSTS7000229 (app has no service principal in the tenant).
 fn new_app_not_replicated(e: &ApiError) -> bool {
     e.has_aadsts(700016) || e.has_aadsts(7000229)
@@ -172,8 +183,10 @@ pub async fn verify_secret(
                 tokio::time::sleep(opts.spacing.saturating_sub(attempt_started.elapsed())).await;
                 continue;
             }
-            Err(e) if e.has_aadsts(7000222) => return Err(VerifyError::Expired(e)),
-            Err(e) if e.is_invalid_secret() => e,
+            Err(e) if expired_secret(&e) && !opts.key_is_new => {
+                return Err(VerifyError::Expired(e));
+            }
+            Err(e) if e.is_invalid_secret() || expired_secret(&e) => e,
             // A new app's object or service principal has not reached this replica yet.
             Err(e) if new_app_not_replicated(&e) && opts.app_is_new => e,
             Err(e) => return Err(VerifyError::Api(e)),
@@ -227,6 +240,7 @@ mod tests {
             fast_phase: Duration::from_millis(50),
             max_backoff: Duration::from_millis(40),
             app_is_new: true,
+            key_is_new: true,
         }
     }
 
@@ -404,20 +418,36 @@ mod tests {
         assert!(hint.contains(APP_MANAGEMENT_URL) && hint.contains("Register existing app"));
     }
 
+    fn expired() -> Reply {
+        Reply::json(
+            401,
+            r#"{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys are expired.","error_codes":[7000222]}"#,
+        )
+    }
+
     #[tokio::test]
     async fn an_expired_secret_is_reported_at_once() {
         let (r, _, seen) = run(
-            vec![Reply::json(
-                401,
-                r#"{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys are expired.","error_codes":[7000222]}"#,
-            )],
-            opts(),
+            vec![expired()],
+            VerifyOptions {
+                key_is_new: false,
+                ..opts()
+            },
         )
         .await;
         let e = r.unwrap_err();
         assert!(matches!(e, VerifyError::Expired(_)));
         assert_eq!(e.to_user_error().exit, Exit::Verify);
         assert_eq!(seen.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn expired_right_after_creation_is_propagation() {
+        let (r, events, seen) =
+            run(vec![expired(), token(), pc_ok(), token(), token()], opts()).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert!(matches!(events[0], VerifyEvent::Propagating { .. }));
+        assert_eq!(seen.len(), 5);
     }
 
     fn missing_service_principal() -> Reply {

@@ -29,8 +29,6 @@ pub struct Profile {
     pub app_display_name: Option<String>,
     #[serde(default)]
     pub key_id: Option<String>,
-    #[serde(default)]
-    pub key_display_name: Option<String>,
     /// The first three characters, as Graph shows them.
     #[serde(default)]
     pub secret_hint: Option<String>,
@@ -97,7 +95,6 @@ impl Profile {
             app_object_id: None,
             app_display_name: None,
             key_id: None,
-            key_display_name: None,
             secret_hint: None,
             secret_expires: None,
             store,
@@ -366,7 +363,6 @@ mod tests {
             app_object_id: Some("obj".into()),
             app_display_name: Some("Partner Center API".into()),
             key_id: Some("key-1".into()),
-            key_display_name: Some("csp-onboard 2026-11-30T10:00:00Z 3f9a".into()),
             secret_hint: Some("abc".into()),
             secret_expires: Some(datetime!(2028-11-30 10:00:00 UTC)),
             store: StoreKind::Keychain,

@@ -1,13 +1,12 @@
 //! Adding a key to the app without ever losing a working secret: record, add, keep, verify, switch, retire, and recovery after a crash at any step.
 
+use super::Observer;
 use crate::cloud::Endpoints;
 use crate::exit::{Exit, UserError};
-use crate::partner_center::APP_MANAGEMENT_URL;
 use crate::partner_center::verify::{VerifyError, VerifyEvent, VerifyOptions, verify_secret};
 use crate::partner_center::{Application, Graph, HttpClient, PasswordCredential};
 use crate::secret::Secret;
 use crate::store::{MetaStore, PendingRotation, Profile, Secrets, Slot};
-use crate::ui::Ui;
 use anyhow::Context as _;
 use time::OffsetDateTime;
 
@@ -16,7 +15,7 @@ use time::OffsetDateTime;
 pub const KEY_NAME_PREFIX: &str = "csp-onboard";
 
 pub struct Engine<'a> {
-    pub ui: &'a Ui,
+    pub obs: &'a dyn Observer,
     pub http: &'a HttpClient,
     pub ep: &'a Endpoints,
     pub graph: &'a Graph,
@@ -47,6 +46,8 @@ pub struct Retirement {
 pub struct Retired {
     pub old_key_id: Option<String>,
     pub kept: bool,
+    /// The old key was taken off the app: its secret no longer works anywhere.
+    pub removed: bool,
     /// When a kept-for-overlap key will be removed.
     pub retire_after: Option<OffsetDateTime>,
 }
@@ -112,9 +113,9 @@ impl Engine<'_> {
         });
         self.save(p)?;
         // 2. Add the key. Never retried blindly: a retry could leave a second key.
-        let spin = self.ui.spinner("Creating the secret…");
+        let spin = self.obs.progress("Creating the secret…");
         let added = self.graph.add_password(&object_id, &name, end).await;
-        spin.finish();
+        drop(spin);
         let new = match added {
             Ok(n) => n,
             Err(e) => {
@@ -128,7 +129,7 @@ impl Engine<'_> {
                 return Err(anyhow::Error::new(e).context("adding a secret to the app"));
             }
         };
-        self.ui.done(format!(
+        self.obs.done(&format!(
             "Created a secret ({}…, expires {})",
             new.hint.clone().unwrap_or_else(|| new.secret.hint()),
             new.end.date()
@@ -162,7 +163,7 @@ impl Engine<'_> {
         self.save(p)?;
         // 4–6. Verify, switch, retire.
         let retired = self
-            .finish(p, &object_id, &new.secret, &new.key_id, new.end, new.hint)
+            .finish(p, &object_id, &new.secret, &new.key_id, new.end, now)
             .await?;
         Ok((Outcome::Replaced, retired))
     }
@@ -175,16 +176,21 @@ impl Engine<'_> {
         secret: &Secret,
         key_id: &str,
         end: OffsetDateTime,
-        hint: Option<String>,
+        created: OffsetDateTime,
     ) -> anyhow::Result<Retired> {
+        // A key an interrupted run made long ago is past propagation: "expired" is final then.
+        let opts = VerifyOptions {
+            key_is_new: OffsetDateTime::now_utc() - created < self.verify.budget,
+            ..self.verify.clone()
+        };
         verify(
-            self.ui,
+            self.obs,
             self.http,
             self.ep,
             &p.tenant_id,
             &p.app_id,
             secret,
-            &self.verify,
+            &opts,
         )
         .await
         .context(
@@ -196,12 +202,13 @@ impl Engine<'_> {
             .await
             .context("storing the verified secret")?;
         p.key_id = Some(key_id.to_string());
-        p.secret_hint = Some(hint.unwrap_or_else(|| secret.hint()));
+        // Graph's hint is the secret's first characters: the same as this.
+        p.secret_hint = Some(secret.hint());
         p.secret_expires = Some(end);
         p.verified_at = Some(OffsetDateTime::now_utc());
         p.store = self.secrets.kind();
         self.save(p)?;
-        self.ui.done(format!(
+        self.obs.done(&format!(
             "Stored the secret in {}",
             self.secrets.describe(&p.profile)
         ));
@@ -224,6 +231,7 @@ impl Engine<'_> {
             (None, true) => Some(OffsetDateTime::now_utc() + time::Duration::days(365 * 100)),
             (None, false) => None,
         };
+        let mut removed = false;
         if let Some(old) = old.as_deref() {
             if let Some(after) = hold_until {
                 if !p.retiring.iter().any(|r| r.key_id == old) {
@@ -233,16 +241,17 @@ impl Engine<'_> {
                     });
                 }
             } else if let Some(other) = key_used_by_other_profile(self.meta, p, old)? {
-                self.ui.warn(format!(
+                self.obs.warn(&format!(
                     "The old key {old} was kept: profile '{other}' uses the same app and may hold it."
                 ));
             } else {
-                let spin = self.ui.spinner("Removing the old key from the app…");
+                let spin = self.obs.progress("Removing the old key from the app…");
                 self.graph.remove_password(object_id, old).await.context(
                     "removing the old key (the new one is stored and works; run again to finish)",
                 )?;
-                spin.finish();
-                self.ui.done(format!("Removed the old key {old}"));
+                drop(spin);
+                self.obs.done(&format!("Removed the old key {old}"));
+                removed = true;
             }
         }
         let retire_after = hold_until.filter(|_| old.is_some() && overlap.is_some());
@@ -252,6 +261,7 @@ impl Engine<'_> {
         Ok(Retired {
             old_key_id: old,
             kept: keep || overlap.is_some(),
+            removed,
             retire_after,
         })
     }
@@ -275,7 +285,7 @@ impl Engine<'_> {
                     anyhow::Error::new(e).context("removing an old key whose grace period is over")
                 );
             }
-            self.ui.done(format!(
+            self.obs.done(&format!(
                 "Removed the old key {} (its grace period is over)",
                 r.key_id
             ));
@@ -298,7 +308,7 @@ impl Engine<'_> {
         let Some(pending) = p.pending.clone() else {
             return Ok(None);
         };
-        self.ui
+        self.obs
             .info("Found an interrupted rotation; bringing it to an end first.");
         if pending.key_id.is_some() && p.key_id == pending.key_id {
             // Crashed after the switch: only the old key is left to retire.
@@ -322,7 +332,7 @@ impl Engine<'_> {
                     .secret_expires
                     .unwrap_or_else(OffsetDateTime::now_utc);
                 let retired = self
-                    .finish(p, object_id, &secret, key_id, end, None)
+                    .finish(p, object_id, &secret, key_id, end, pending.started_at)
                     .await?;
                 return Ok(Some((Outcome::Resumed, retired)));
             }
@@ -339,7 +349,7 @@ impl Engine<'_> {
         for c in app.password_credentials.iter().filter(|c| ours(c)) {
             if p.key_id.as_deref() != Some(c.key_id.as_str()) {
                 self.graph.remove_password(object_id, &c.key_id).await?;
-                self.ui.done(format!(
+                self.obs.done(&format!(
                     "Removed the unfinished key {} from the app",
                     c.key_id
                 ));
@@ -374,7 +384,7 @@ impl Engine<'_> {
                 .is_some_and(|n| p.sweep_key_names.iter().any(|s| s == n));
             if named && p.key_id.as_deref() != Some(c.key_id.as_str()) {
                 self.graph.remove_password(object_id, &c.key_id).await?;
-                self.ui.done(format!(
+                self.obs.done(&format!(
                     "Removed the leftover key {} from the app",
                     c.key_id
                 ));
@@ -464,31 +474,11 @@ pub fn app_not_found(app_id: &str, tenant: &str) -> anyhow::Error {
     .into()
 }
 
-/// A base URL as text, without the trailing slash, for the plans a dry run prints.
-pub fn base(u: &url::Url) -> &str {
-    u.as_str().trim_end_matches('/')
-}
-
-/// The calls that prove a secret, as a dry run lists them (`tenant` may be a placeholder).
-pub fn verification_plan(ep: &Endpoints, tenant: &str) -> [String; 2] {
-    [
-        format!(
-            "POST {}/{tenant}/oauth2/v2.0/token  (client credentials with the secret, scope {}, until it works several times in a row)",
-            base(&ep.authority),
-            ep.partner_center_scope()
-        ),
-        format!(
-            "GET  {}/v1/profiles/legalbusiness?vettingVersion=Current  (App-only proof, once)",
-            base(&ep.partner_center)
-        ),
-    ]
-}
-
-/// Prove a secret works (token, then an App-only Partner Center call), with a spinner.
-/// When Partner Center refuses an app whose secret authenticates, explain App management's
-/// "Register existing app" and, at a terminal, offer to check again.
+/// Prove a secret works (token, then an App-only Partner Center call), showing the wait.
+/// When Partner Center refuses an app whose secret authenticates, the observer may have the admin
+/// register it in App management ("Register existing app") and check again.
 pub async fn verify(
-    ui: &Ui,
+    obs: &dyn Observer,
     http: &HttpClient,
     ep: &Endpoints,
     tenant: &str,
@@ -497,30 +487,25 @@ pub async fn verify(
     opts: &VerifyOptions,
 ) -> anyhow::Result<()> {
     loop {
-        let spin = ui.spinner("Verifying the secret (token, then a Partner Center call)…");
+        let spin = obs.progress("Verifying the secret (token, then a Partner Center call)…");
         let result = verify_secret(http, ep, tenant, app_id, secret, opts, |e| match e {
-            VerifyEvent::Propagating { attempt, elapsed } => spin.set(format!(
-                "Still propagating through Entra ID (attempt {attempt}, {} s)…",
-                elapsed.as_secs()
+            // The spinner shows the one timer; the message says only what is happening.
+            VerifyEvent::Propagating { attempt, .. } => spin.set(format!(
+                "Not accepted by Entra ID yet; trying again (attempt {attempt})…"
             )),
             VerifyEvent::Confirmed { count, of } => spin.set(format!("Confirming ({count}/{of})…")),
         })
         .await;
-        spin.finish();
+        drop(spin);
         match result {
             Ok(_) => {
-                ui.done("Verified: the secret gets a token and Partner Center accepts it");
+                obs.done("Verified: the secret gets a token and Partner Center accepts it");
                 return Ok(());
             }
-            Err(VerifyError::NotRegisteredInPartnerCenter { .. }) if ui.interactive => {
-                ui.warn(format!(
-                    "The secret authenticates, but Partner Center does not accept the app yet.\n  \
-                     Open {APP_MANAGEMENT_URL}, choose \"Register existing app\" and register App ID {app_id}."
-                ));
-                if ui.confirm("Check again now?", true)? {
-                    continue;
-                }
-                return Err(result.unwrap_err().into());
+            Err(VerifyError::NotRegisteredInPartnerCenter { .. })
+                if obs.check_registration_again(app_id)? =>
+            {
+                continue;
             }
             Err(e) => return Err(e.into()),
         }
