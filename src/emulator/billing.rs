@@ -1145,7 +1145,8 @@ fn blob_bytes(
 
 // ---------------------------------------------------------------------------------------------
 // Consent for the billing permission (microsoft-apis.md §5b and §3.0): the Graph service
-// principal's appRoles, PATCH requiredResourceAccess, appRoleAssignments, and the admin-consent URL.
+// principal's appRoles, appRoleAssignments and the admin-consent URL (PATCH of requiredResourceAccess
+// is the Graph router's own PATCH /applications/{id}).
 
 /// The emulated Graph application permissions, by value. The IDs are this tenant's own (derived
 /// from its signing key), not the public ones: a client that hard-codes an ID fails here, as it
@@ -1236,58 +1237,6 @@ fn caller(
         Some(shared.read(|d| d.user(&oid).map(|u| u.kind))?)
     };
     Some((kind, scp, roles, oid))
-}
-
-/// `PATCH /applications/{id}` with `requiredResourceAccess` (the only property the emulator lets
-/// a client change): the app's owner or a Global admin (Graph "Update application").
-pub(crate) fn patch_application(
-    shared: &Shared,
-    req: &Req,
-    id: &str,
-) -> Result<Response, GraphError> {
-    let Some((kind, _, roles, oid)) = caller(shared, req) else {
-        return Err(denied());
-    };
-    let b = body(req, &["requiredResourceAccess"])?;
-    let Some(Value::Array(list)) = b.get("requiredResourceAccess") else {
-        return Err(bad("requiredResourceAccess must be an array."));
-    };
-    for r in list {
-        let ok = r["resourceAppId"].as_str().is_some_and(state::is_guid)
-            && r["resourceAccess"].as_array().is_some_and(|a| {
-                a.iter().all(|x| {
-                    x["id"].as_str().is_some_and(state::is_guid)
-                        && matches!(x["type"].as_str(), Some("Role" | "Scope"))
-                })
-            });
-        if !ok {
-            return Err(bad("Invalid value for requiredResourceAccess."));
-        }
-    }
-    shared.write(|d| {
-        let app = d
-            .applications
-            .iter_mut()
-            .find(|a| a.id.eq_ignore_ascii_case(id))
-            .ok_or_else(|| {
-                GraphError::new(
-                    StatusCode::NOT_FOUND,
-                    "Request_ResourceNotFound",
-                    format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
-                )
-            })?;
-        let allowed = match kind {
-            Some(super::UserKind::GlobalAdmin) => true,
-            Some(_) => app.owners.contains(&oid),
-            None => roles.iter().any(|r| r == "Application.ReadWrite.All"),
-        };
-        if !allowed {
-            return Err(denied());
-        }
-        app.props
-            .insert("requiredResourceAccess".into(), Value::Array(list.clone()));
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
 }
 
 /// Grant an app the Graph roles (by ID) it is given; unknown IDs are refused.

@@ -425,9 +425,6 @@ fn route(shared: &Shared, req: &Req) -> GResult {
         ["reports", "partners", "billing", tail @ ..] => {
             super::billing::graph_route(shared, req, tail)
         }
-        ["applications", id] if m == Method::PATCH => {
-            super::billing::patch_application(shared, req, id)
-        }
         ["servicePrincipals", id, "appRoleAssignments"] if m == Method::POST => {
             super::billing::assign_app_role(shared, req, id)
         }
