@@ -128,21 +128,15 @@ fn parse_blob(
     if first == Some(b'[') {
         parse_array(r, blob, &mut agg, &mut raw)?;
     } else {
-        let mut line = Vec::with_capacity(4096);
+        // Lines are parsed where they lie in the inflate buffer; only a line that straddles two
+        // buffer fills is copied.
+        let mut carry: Vec<u8> = Vec::new();
         let mut number = 0u64;
-        loop {
-            line.clear();
-            let n = r
-                .read_until(b'\n', &mut line)
-                .map_err(|e| gzip_error(blob, &e))?;
-            if n == 0 {
-                break;
-            }
-            number += 1;
+        let mut one = |line: &[u8], number: u64| -> Result<(), BillingError> {
             if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+                return Ok(());
             }
-            let item = LineItem::parse(&line).map_err(|e| {
+            let item = LineItem::parse(line).map_err(|e| {
                 corrupt(
                     blob,
                     format!(
@@ -155,6 +149,33 @@ fn parse_blob(
             agg.add(&item)
                 .map_err(|e| corrupt(blob, format!("line {number}: {e}")))?;
             raw.push(&item);
+            Ok(())
+        };
+        loop {
+            let buf = r.fill_buf().map_err(|e| gzip_error(blob, &e))?;
+            if buf.is_empty() {
+                if !carry.is_empty() {
+                    number += 1;
+                    one(&carry, number)?;
+                }
+                break;
+            }
+            let n = buf.len();
+            let mut start = 0;
+            while let Some(pos) = memchr::memchr(b'\n', &buf[start..]) {
+                let end = start + pos;
+                number += 1;
+                if carry.is_empty() {
+                    one(&buf[start..end], number)?;
+                } else {
+                    carry.extend_from_slice(&buf[start..end]);
+                    one(&carry, number)?;
+                    carry.clear();
+                }
+                start = end + 1;
+            }
+            carry.extend_from_slice(&buf[start..]);
+            r.consume(n);
         }
     }
     raw.flush();
