@@ -131,6 +131,10 @@ pub enum Command {
         after_long_help = "Examples:\n  csp-onboard remove --profile old\n  csp-onboard remove --revoke --yes"
     )]
     Remove(RemoveArgs),
+    /// Every customer's Azure usage and costs, from Microsoft Graph's partner billing export
+    /// (App-only with the stored secret; needs `init --billing`).
+    #[command(after_long_help = USAGE_EXAMPLES)]
+    Usage(UsageArgs),
     /// Run the local emulator of the Microsoft endpoints on loopback.
     #[command(
         after_long_help = "Examples:\n  csp-onboard emulator --port 8400 --auto-approve\n  csp-onboard emulator --latency-ms 50 --propagation-delay-ms 8000 --state ./emulator.json"
@@ -240,6 +244,11 @@ pub struct InitArgs {
     /// How long to wait for a new secret to propagate through Entra ID before giving up (exit 7).
     #[arg(long, value_name = "SECONDS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub verify_timeout: u64,
+
+    /// Also request Microsoft Graph's PartnerBilling.Read.All application permission and admin
+    /// consent, which `usage` needs. On an existing profile, only that is done.
+    #[arg(long)]
+    pub billing: bool,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +339,81 @@ pub struct RemoveArgs {
 
     #[command(flatten)]
     pub sign_in: SignInArgs,
+}
+
+const USAGE_EXAMPLES: &str = "\
+Examples:
+  Try it against the built-in emulator:
+    csp-onboard init --cloud emulator --billing && csp-onboard usage --cloud emulator
+  Last month's unbilled usage per subscription, the 20 largest:
+    csp-onboard usage --period last --by subscription --top 20
+  An invoice's billed usage as CSV:
+    csp-onboard usage --invoice G012345678 --format csv --out usage.csv
+  Every line item as Parquet, and the per-customer summary as JSON:
+    csp-onboard usage --out items.parquet --raw --json
+
+The export covers Azure usage only: it excludes reservations, savings plans and non-Azure products.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PeriodArg {
+    Current,
+    Last,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ByArg {
+    Customer,
+    Subscription,
+    MeterCategory,
+    Day,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Unbilled usage of the current or the last billing period.
+    #[arg(long, value_enum, default_value_t = PeriodArg::Current)]
+    pub period: PeriodArg,
+
+    /// Billed usage of this invoice instead (e.g. G012345678).
+    #[arg(long, value_name = "ID", conflicts_with = "period")]
+    pub invoice: Option<String>,
+
+    /// Currency of the unbilled amounts (ISO 4217).
+    #[arg(long, default_value = "USD", value_name = "CODE")]
+    pub currency: String,
+
+    /// How to sum the costs.
+    #[arg(long, value_enum, default_value_t = ByArg::Customer)]
+    pub by: ByArg,
+
+    /// Show only the N largest (the rest are summed into one line).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+
+    /// Output format. Default: a table on stdout; with --out, taken from the file's extension
+    /// (.csv, .json, .parquet).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Write to FILE (0600) instead of stdout: the summary, or with --raw every line item.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+
+    /// With --out: every line item (csv, JSON lines or parquet) instead of the summary.
+    #[arg(long, requires = "out")]
+    pub raw: bool,
+
+    /// Give up when Microsoft's export is still running after this many minutes.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    pub wait_minutes: u64,
 }
 
 /// A GUID flag: the canonical 8-4-4-4-12 form only, checked before anything is sent.

@@ -13,4 +13,5 @@ pub mod secret;
 pub mod signin;
 pub mod store;
 pub mod ui;
+pub mod usage;
 pub mod wizard;

@@ -97,6 +97,19 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             problem.clone().unwrap_or_default()
         )),
     }
+    // Billing access (usage): only a working secret can tell; a failure to ask is not a verdict.
+    let billing = match &result {
+        Ok(_) => super::billing_access::billing_access(&http, &ep, &p, &secret)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    match billing {
+        Some(true) => ctx.ui.done("Billing access (PartnerBilling.Read.All) holds: `csp-onboard usage` works"),
+        Some(false) => ctx.ui.info("No billing access (PartnerBilling.Read.All): `csp-onboard init --billing` grants it for `csp-onboard usage`"),
+        None => {}
+    }
     if let Some(d) = &drift {
         if !d.key_on_app {
             ctx.ui
@@ -123,6 +136,7 @@ pub async fn run(ctx: &mut Ctx, args: CheckArgs) -> anyhow::Result<Exit> {
             "problem": problem,
             "key_on_app": drift.as_ref().map(|d| d.key_on_app),
             "other_keys": drift.as_ref().map(|d| d.other_keys),
+            "billing_access": billing,
         }),
     );
     Ok(exit)

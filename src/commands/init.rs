@@ -47,6 +47,10 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
         if let Some(c) = &args.commerce_id {
             return record_commerce_id(ctx, p, c, args.dry_run);
         }
+        if args.billing && !args.dry_run {
+            // Adding billing access to an onboarded app is all this run does.
+            return super::billing_access::add_to_existing(ctx, p.clone(), &args.sign_in).await;
+        }
         if ctx.ui.interactive {
             // The facts on their own line: a prompt wider than the terminal wraps, and
             // dialoguer then leaves a stale copy of its first line on screen.
@@ -98,7 +102,16 @@ pub async fn run(ctx: &mut Ctx, args: InitArgs) -> anyhow::Result<Exit> {
     // Open the store first: finding a locked keychain after creating a key helps nobody.
     let secrets = ctx.secrets(cloud, existing.as_ref()).await?;
     match way {
-        WayIn::Capture => capture(ctx, &args, &ep, &secrets, None, None).await,
+        WayIn::Capture => {
+            let exit = capture(ctx, &args, &ep, &secrets, None, None).await?;
+            match ctx.meta.load(&ctx.profile)? {
+                // A captured app gets billing access with an admin sign-in, like an existing profile.
+                Some(p) if args.billing && exit == Exit::Success && !args.dry_run => {
+                    super::billing_access::add_to_existing(ctx, p, &args.sign_in).await
+                }
+                _ => Ok(exit),
+            }
+        }
         way => onboard(ctx, &args, &ep, &secrets, way, existing).await,
     }
 }
@@ -487,6 +500,10 @@ async fn onboard(
         answers,
     )
     .await?;
+    if args.billing {
+        let secret = ctx.stored_secret(secrets, &p).await?;
+        super::billing_access::grant(ctx, &s.http, &s.ep, s.graph.token(), &p, &secret).await?;
+    }
     summary(ctx, &p, secrets, action, None);
     Ok(Exit::Success)
 }

@@ -1,5 +1,6 @@
 //! One file per subcommand, and the context they share (terminal, profile, endpoints, store).
 
+mod billing_access;
 mod check;
 mod init;
 mod list;
@@ -7,6 +8,7 @@ mod man;
 mod remove;
 mod rotate;
 mod show;
+mod usage;
 
 use crate::cli::{CloudArg, Command, StoreArg};
 use crate::cloud::{Cloud, Endpoints};
@@ -46,6 +48,8 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
     let secs = g.deadline.unwrap_or(match &cli.command {
         Command::Check(a) if a.sign_in.auth.is_none() => 60,
         Command::Show(_) | Command::List(_) => 60,
+        // The export's own wait (--wait-minutes), plus time to download and sum it.
+        Command::Usage(a) => a.wait_minutes.saturating_mul(60).saturating_add(1800),
         _ => 1800,
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -59,6 +63,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<Exit> {
             Command::List(_) => list::run(&ctx).await,
             Command::Check(args) => check::run(&mut ctx, args).await,
             Command::Remove(args) => remove::run(&mut ctx, args).await,
+            Command::Usage(args) => usage::run(&mut ctx, args).await,
             Command::Completions { .. } | Command::Man | Command::Emulator(_) => unreachable!(),
         }
     };

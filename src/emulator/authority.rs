@@ -134,6 +134,9 @@ pub(crate) fn handle(shared: &Shared, req: &Req) -> Response {
     let result = match segs.as_slice() {
         ["devicelogin"] => return device_login(shared, req),
         [tenant, "oauth2", "v2.0", "authorize"] => return authorize(shared, req, tenant),
+        [tenant, "v2.0", "adminconsent"] => {
+            return super::billing::admin_consent(shared, req, tenant);
+        }
         [tenant, "v2.0", ".well-known", "openid-configuration"] if req.method == Method::GET => {
             discovery(shared, tenant)
         }

@@ -70,6 +70,8 @@ pub struct EmulatorArgs {
     /// scripts; no bodies or secrets are written.
     #[arg(long = "log", value_name = "FILE")]
     pub log: Option<PathBuf>,
+    #[command(flatten)]
+    pub billing: super::billing::BillingArgs,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -161,6 +163,7 @@ impl EmulatorArgs {
                 hang_after_request: self.hang_after_request,
                 auto_approve_device_code_after_polls: self.auto_approve,
                 device_code_interval_secs: self.device_code_interval,
+                billing: self.billing.knobs(),
                 ..Knobs::default()
             },
         }

@@ -349,6 +349,9 @@ fn authenticate(d: &Data, req: &Req, now: OffsetDateTime) -> Result<Caller, Grap
 }
 
 pub(crate) fn handle(shared: &Shared, req: &Req) -> Response {
+    if let Some(blob) = super::billing::serve_blob(shared, req) {
+        return blob;
+    }
     let r = route(shared, req);
     let request_id = new_guid();
     match r {
@@ -419,6 +422,12 @@ fn route(shared: &Shared, req: &Req) -> GResult {
     let caller = shared.read(|d| authenticate(d, req, now))?;
     let m = &req.method;
     match segs.as_slice() {
+        ["reports", "partners", "billing", tail @ ..] => {
+            super::billing::graph_route(shared, req, tail)
+        }
+        ["servicePrincipals", id, "appRoleAssignments"] if m == Method::POST => {
+            super::billing::assign_app_role(shared, req, id)
+        }
         ["me"] if m == Method::GET => me(req, &caller),
         // No nested groups here, so the transitive list is the direct one (same paging, same
         // $select strictness); only the next link names the route that was asked.
@@ -438,6 +447,9 @@ fn route(shared: &Shared, req: &Req) -> GResult {
             let app_id = alternate_key(seg, "servicePrincipals").ok_or_else(|| segment(seg))??;
             if m != Method::GET {
                 return Err(method_not_allowed());
+            }
+            if let Some(r) = super::billing::graph_app_roles(shared, req, &app_id) {
+                return Ok(r);
             }
             shared.read(|d| {
                 caller.allow(APP_READ_SCP, APP_READ, |_| true)?;

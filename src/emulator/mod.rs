@@ -118,6 +118,7 @@
 //! refresh tokens are SHA-256 digests (only the automation secret is kept in clear).
 
 mod authority;
+mod billing;
 mod cli;
 mod graph;
 mod pc;
@@ -125,6 +126,7 @@ mod server;
 pub(crate) mod state;
 mod token;
 
+pub use billing::{BILLING_ROLE, BillingKnobs, ExportStyle};
 pub use cli::{EmulatorArgs, UserArg, banner, run};
 
 use state::Data;
@@ -226,6 +228,8 @@ pub struct Knobs {
     /// An app holding this many passwords refuses another with 400 Directory_ResourceSizeExceeded
     /// (Entra's limit is about 1000 items across an app's collections). None: no limit.
     pub max_app_passwords: Option<usize>,
+    /// The partner billing export (usage rows, operation time, faults, answer style).
+    pub billing: BillingKnobs,
     /// The public client is pre-authorized for `Policy.Read.All`: delegated Graph tokens carry it
     /// in `scp`, so an admin may read the tenant's app management policy. Off by default, as for
     /// the Azure CLI client in a real tenant.
@@ -307,6 +311,7 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     state_file: Option<PathBuf>,
     pub urls: Urls,
+    billing: billing::Exports,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -433,6 +438,7 @@ impl Emulator {
             seq: AtomicU64::new(0),
             state_file: config.state_file,
             urls,
+            billing: Default::default(),
         });
         if fresh && shared.state_file.is_some() {
             shared.write(|_| ());

@@ -257,6 +257,11 @@ impl Graph {
         }
     }
 
+    /// The signed-in token, for calls outside this module (billing consent).
+    pub(crate) fn token(&self) -> &Secret {
+        &self.token
+    }
+
     fn url(&self, path_and_query: &str) -> url::Url {
         Endpoints::join(&self.base, path_and_query)
     }

@@ -140,6 +140,7 @@ impl Request {
 #[derive(Debug)]
 pub(crate) struct Response {
     pub status: u16,
+    pub headers: HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -254,6 +255,11 @@ impl HttpClient {
 
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
+    }
+
+    /// The underlying client, for a download streamed chunk by chunk (billing blobs).
+    pub(crate) fn raw(&self) -> &reqwest::Client {
+        &self.client
     }
 
     pub(crate) fn notify(&self, notice: &WaitNotice) {
@@ -469,6 +475,7 @@ impl HttpClient {
         if (200..300).contains(&status) {
             return Ok(Response {
                 status,
+                headers,
                 body: body.to_vec(),
             });
         }

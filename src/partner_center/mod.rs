@@ -6,6 +6,7 @@
 //! - `graph`: the Graph calls that create the web app, its service principal and its secrets.
 //! - `api`: Partner Center REST.
 //! - `verify`: proving a new secret works, through Entra's propagation delay.
+//! - `billing`: Graph's partner billing export (usage and costs), App-only.
 
 // ApiError carries every field a user or a support ticket needs (codes, three IDs); it is built only
 // on the failure path, so its size does not matter and boxing it would only obscure the API.
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod billing;
 pub mod errors;
 pub mod graph;
 pub mod http;
