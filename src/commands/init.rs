@@ -477,6 +477,7 @@ async fn onboard(
         },
         other => other,
     };
+    let billing = args.billing || wizard::offer_billing(&ctx.ui, ep.cloud)?;
     let plan = Plan::build(
         plan_way,
         Some(&account),
@@ -506,7 +507,7 @@ async fn onboard(
         answers,
     )
     .await?;
-    if args.billing {
+    if billing {
         let secret = ctx.stored_secret(secrets, &p).await?;
         super::billing_access::grant(ctx, &s.http, &s.ep, s.graph.token(), &p, &secret).await?;
     }
