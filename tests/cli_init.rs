@@ -1327,3 +1327,23 @@ async fn creating_an_app_named_like_an_existing_one_warns_and_names_it() {
     );
     assert!(err.contains("--app-id"), "how to reuse it: {err}");
 }
+
+/// The same-name look-up only feeds a warning: when Graph keeps failing it, `init` still
+/// onboards (and says it could not check) rather than stopping before the app exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_same_name_lookup_only_warns() {
+    let knobs = Knobs {
+        faults: vec![FaultRule {
+            route: "GET /v1.0/applications?$filter=displayName".into(),
+            first_n: 100,
+            kind: FaultKind::Status(503),
+        }],
+        ..fast_knobs()
+    };
+    let (code, err, _) = init_exit(knobs, &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("Could not check for other apps named"),
+        "{err}"
+    );
+}

@@ -80,7 +80,7 @@ pub async fn onboard(
             name,
             adopted: None,
         } => {
-            warn_if_name_taken(obs, g, name).await?;
+            warn_if_name_taken(obs, g, name).await;
             // Recorded before the call: if its response is lost, the next run finds the app by name.
             AppMarker {
                 display_name: name.clone(),
@@ -383,15 +383,17 @@ pub async fn unrecorded_app(
 
 /// Two apps of one name are told apart only by their GUIDs, in the portal and in consent
 /// prompts: say so before creating the second, and how to reuse the first instead.
-async fn warn_if_name_taken(
-    obs: &dyn Observer,
-    g: &crate::partner_center::Graph,
-    name: &str,
-) -> anyhow::Result<()> {
-    let same = g
-        .find_applications_by_name(name)
-        .await
-        .context("looking for apps of the same name")?;
+async fn warn_if_name_taken(obs: &dyn Observer, g: &crate::partner_center::Graph, name: &str) {
+    // Only a warning depends on this read: a Graph that fails it must not stop the onboarding.
+    let same = match g.find_applications_by_name(name).await {
+        Ok(same) => same,
+        Err(e) => {
+            obs.warn(&format!(
+                "Could not check for other apps named '{name}' ({e}); creating the web app anyway."
+            ));
+            return;
+        }
+    };
     if !same.is_empty() {
         let ids: Vec<&str> = same.iter().map(|a| a.app_id.as_str()).collect();
         obs.warn(&format!(
@@ -401,5 +403,4 @@ async fn warn_if_name_taken(
             ids.join(", ")
         ));
     }
-    Ok(())
 }
