@@ -436,3 +436,94 @@ async fn dry_run_plans_for_each_role() {
         );
     }
 }
+
+/// `init --dry-run --json --billing` lists the billing steps after the key's (microsoft-apis.md
+/// §3.0 "Grant an appRoleAssignment", §5b): a Global admin grants consent through Graph; an
+/// Admin agent, who may not, is sent to the admin-consent URL rather than blocked on that step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_with_billing_lists_the_billing_steps() {
+    use csp_onboard::emulator::{Knobs, UserKind};
+    for (name, user, exit, grant) in [
+        ("global_admin", UserKind::GlobalAdmin, 0, "run"),
+        ("admin_agent", UserKind::AdminAgent, 4, "admin_consent_url"),
+    ] {
+        let emu = emulator(Knobs {
+            signed_in_user: user,
+            ..fast_knobs()
+        })
+        .await;
+        let cli = Cli::new(&emu);
+        let tenant = emu.tenant_id();
+        let args = [
+            "init",
+            "--non-interactive",
+            "--json",
+            "--auth",
+            "device-code",
+            "--tenant",
+            &tenant,
+            "--dry-run",
+            "--billing",
+        ];
+        let out = cli.run(&args, "").await;
+        assert_eq!(code(&out), exit, "{name}: {}", stderr(&out));
+        let v = json(&out);
+        let steps = v["plan"]["steps"].as_array().expect("steps");
+        let billing: Vec<(&str, &str)> = steps
+            .iter()
+            .skip_while(|s| s["action"] != "store")
+            .skip(1)
+            .map(|s| {
+                (
+                    s["action"].as_str().unwrap_or(""),
+                    s["status"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            billing,
+            vec![
+                ("read_graph_app_roles", "run"),
+                (
+                    "request_billing",
+                    if exit == 0 { "run" } else { "run_if_owner" }
+                ),
+                ("grant_billing", grant),
+                ("verify_billing", "run"),
+            ],
+            "{name}: {v:#}"
+        );
+        let assign = &steps[steps.len() - 2];
+        assert!(
+            assign["call"]
+                .as_str()
+                .is_some_and(|c| c.contains("/appRoleAssignments")),
+            "{assign}"
+        );
+        assert_eq!(
+            assign["permission"],
+            "delegated AppRoleAssignment.ReadWrite.All"
+        );
+        assert_eq!(
+            assign["role"],
+            "Global Administrator or Privileged Role Administrator"
+        );
+        if exit != 0 {
+            let reason = assign["reason"].as_str().unwrap_or("");
+            assert!(
+                reason.contains(&format!("{tenant}/v2.0/adminconsent?client_id=")),
+                "{reason}"
+            );
+        }
+        assert!(
+            emu.requests()
+                .iter()
+                .all(|r| !r.path.starts_with("/v1.0") || r.method == "GET"),
+            "{name}: a dry run writes nothing"
+        );
+        // Without --billing, the plan has no billing step.
+        let out = cli.run(&args[..args.len() - 1], "").await;
+        let plain = json(&out)["plan"]["steps"].as_array().expect("steps").len();
+        assert_eq!(plain + 4, steps.len(), "{name}");
+    }
+}

@@ -25,6 +25,7 @@ const MENU: &str = "How do you want to set up the Partner Center web app?";
 const LIFETIME: &str = "How long should the key last?";
 const COMMERCE_ID: &str = "Commerce ID (optional, Enter to skip)";
 const NOT_A_GUID: &str = "is not a GUID";
+const BILLING: &str = "Add billing access?";
 
 /// A terminal window's size in rows and columns.
 #[derive(Clone, Copy)]
@@ -307,6 +308,8 @@ async fn way_in_1_creates_a_web_app_with_a_two_year_key() {
         s.expect("Name of the new web app");
         s.expect("Partner Center web app (csp-onboard)");
         s.keys(ENTER);
+        s.expect(BILLING);
+        s.keys("n");
         s.expect("Created the web app 'Partner Center web app (csp-onboard)'");
         s.expect("Verified");
         s.expect("Done. Your Partner Center web app:");
@@ -359,6 +362,8 @@ async fn way_in_2_adds_a_key_to_an_existing_app() {
         s.keys(ENTER);
         s.expect(COMMERCE_ID);
         s.keys(ENTER);
+        s.expect(BILLING);
+        s.keys("n");
         s.expect(&format!(
             "Using the web app 'Billing reader app' (App ID {typed})"
         ));
@@ -586,6 +591,8 @@ async fn ctrl_c_while_waiting_for_the_device_code_exits_130_and_a_rerun_converge
         s.keys(ENTER);
         s.expect("Name of the new web app");
         s.keys(ENTER);
+        s.expect(BILLING);
+        s.keys("n");
         s.expect("Done. Your Partner Center web app:");
     })
     .await;
@@ -678,6 +685,8 @@ async fn an_80_column_window_shows_each_prompt_once() {
         s.keys(ENTER);
         s.expect("Name of the new web app");
         s.keys(ENTER);
+        s.expect(BILLING);
+        s.keys("n");
         s.expect("Done. Your Partner Center web app:");
     })
     .await;
@@ -753,6 +762,8 @@ async fn an_80_column_window_wraps_at_spaces_and_never_splits_a_guid() {
         s.keys(ENTER);
         s.expect("Name of the new web app");
         s.keys(ENTER);
+        s.expect(BILLING);
+        s.keys("n");
         s.expect("Done. Your Partner Center web app:");
         s.expect("before it expires.");
         let rows = s.rows_at(CLASSIC.cols);
@@ -943,6 +954,8 @@ async fn an_unreadable_policy_that_refuses_a_year_makes_the_wizard_ask_for_days(
         s.keys(ENTER);
         s.expect("Name of the new web app");
         s.keys(ENTER);
+        s.expect(BILLING);
+        s.keys("n");
         s.expect("its limit could not be read");
         s.expect("Key lifetime in days (less than 365)");
         s.answer("400");
@@ -994,4 +1007,74 @@ async fn an_80_column_dry_run_plan_never_cuts_a_call() {
     })
     .await;
     assert_eq!(exit, 0, "{screen}");
+}
+
+/// The wizard offers billing access (issue 13); yes, as a Global admin: the app requests
+/// PartnerBilling.Read.All, the emulator grants it (Graph "Grant an appRoleAssignment", 201) and
+/// the App-only token proves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wizard_offers_billing_access_and_yes_grants_it() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = cli_for(&emu);
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), |s| {
+        s.expect(MENU);
+        s.keys(ENTER);
+        s.expect(LIFETIME);
+        s.keys(ENTER);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Name of the new web app");
+        s.keys(ENTER);
+        s.expect("PartnerBilling.Read.All");
+        s.expect(BILLING);
+        s.keys("y");
+        s.expect("Admin consent granted (appRoleAssignment)");
+        s.expect("Billing access verified");
+        s.expect("Done. Your Partner Center web app:");
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
+    assert_seen(&screen, "Add billing access? · yes");
+    let granted: Vec<u16> = emu
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/appRoleAssignments"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(granted, vec![201], "one appRoleAssignment, granted");
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["billing_access"], true);
+}
+
+/// No: the app is onboarded without asking Graph for anything more, and holds no billing role.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wizard_offers_billing_access_and_no_leaves_it_out() {
+    let emu = emulator(fast_knobs()).await;
+    let cli = cli_for(&emu);
+    let (exit, screen) = in_pty(wizard_command(&cli, &["init"]), |s| {
+        s.expect(MENU);
+        s.keys(ENTER);
+        s.expect(LIFETIME);
+        s.keys(ENTER);
+        s.expect(COMMERCE_ID);
+        s.keys(ENTER);
+        s.expect("Name of the new web app");
+        s.keys(ENTER);
+        s.expect(BILLING);
+        s.keys("n");
+        s.expect("Done. Your Partner Center web app:");
+    })
+    .await;
+    assert_eq!(exit, 0, "{screen}");
+    assert!(!screen.contains("Billing access verified"), "{screen}");
+    assert_eq!(emu.count("POST", "/appRoleAssignments"), 0);
+    assert_eq!(emu.count("PATCH", "/v1.0/applications/"), 0);
+    let out = cli.run(&["check", "--json"], "").await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        json(&out)["billing_access"],
+        false,
+        "no PartnerBilling role"
+    );
 }

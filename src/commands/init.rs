@@ -402,7 +402,7 @@ async fn onboard(
     };
     // Checked before any further question, and before any write.
     let store = secrets.describe(&ctx.profile);
-    let draft = Plan::build(
+    let mut draft = Plan::build(
         plan_way.clone(),
         Some(&account),
         None,
@@ -410,6 +410,9 @@ async fn onboard(
         &account.tenant_id,
         store.clone(),
     );
+    if args.billing {
+        draft.add_billing(ep, Some(&account));
+    }
     if let Err(refusal) = draft.check(Some(&account)) {
         if args.dry_run {
             print_plan(
@@ -443,7 +446,7 @@ async fn onboard(
         matches!(plan_way, Way::Create { .. }),
     )?;
     if args.dry_run {
-        let plan = Plan::build(
+        let mut plan = Plan::build(
             plan_way,
             Some(&account),
             Some(lifetime),
@@ -451,6 +454,9 @@ async fn onboard(
             &account.tenant_id,
             store,
         );
+        if args.billing {
+            plan.add_billing(ep, Some(&account));
+        }
         print_plan(
             &ctx.ui,
             "Dry run: nothing was changed. Onboarding would:",
@@ -471,6 +477,7 @@ async fn onboard(
         },
         other => other,
     };
+    let billing = args.billing || wizard::offer_billing(&ctx.ui, ep.cloud)?;
     let plan = Plan::build(
         plan_way,
         Some(&account),
@@ -500,7 +507,7 @@ async fn onboard(
         answers,
     )
     .await?;
-    if args.billing {
+    if billing {
         let secret = ctx.stored_secret(secrets, &p).await?;
         super::billing_access::grant(ctx, &s.http, &s.ep, s.graph.token(), &p, &secret).await?;
     }

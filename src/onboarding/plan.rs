@@ -226,6 +226,8 @@ pub enum Needs {
     OwnerOrAppAdmin,
     /// Global, Groups, User or Privileged Role Administrator (or the group's owner).
     GroupAdmin,
+    /// Global or Privileged Role Administrator: grants an application permission.
+    AppRoleAdmin,
 }
 
 impl Needs {
@@ -237,6 +239,7 @@ impl Needs {
                 "delegated Application.ReadWrite.All"
             }
             Needs::GroupAdmin => "delegated GroupMember.ReadWrite.All",
+            Needs::AppRoleAdmin => "delegated AppRoleAssignment.ReadWrite.All",
         }
     }
 
@@ -253,6 +256,7 @@ impl Needs {
             Needs::GroupAdmin => {
                 "Global, Groups, User or Privileged Role Administrator, or the group's owner"
             }
+            Needs::AppRoleAdmin => "Global Administrator or Privileged Role Administrator",
         }
     }
 
@@ -272,6 +276,10 @@ impl Needs {
             Needs::OwnerOrAppAdmin => Allowed::IfOwner,
             Needs::GroupAdmin if r.may_add_group_members() => Allowed::Yes,
             Needs::GroupAdmin => Allowed::No,
+            // Roles does not tell a Privileged Role Administrator from the other group admins:
+            // only a Global Administrator is sure to be allowed.
+            Needs::AppRoleAdmin if r.app_only || r.global_admin => Allowed::Yes,
+            Needs::AppRoleAdmin => Allowed::No,
         }
     }
 }
@@ -299,6 +307,10 @@ pub enum Action {
     Store,
     RemoveOldKey,
     KeepOldKey,
+    ReadGraphAppRoles,
+    RequestBilling,
+    GrantBilling,
+    VerifyBilling,
 }
 
 impl Action {
@@ -316,6 +328,10 @@ impl Action {
             Action::Store => "storing the secret",
             Action::RemoveOldKey => "removing the old key",
             Action::KeepOldKey => "keeping the old key",
+            Action::ReadGraphAppRoles => "reading Microsoft Graph's application permissions",
+            Action::RequestBilling => "requesting PartnerBilling.Read.All",
+            Action::GrantBilling => "granting admin consent",
+            Action::VerifyBilling => "verifying billing access",
         }
     }
 }
@@ -331,6 +347,9 @@ pub enum Status {
     Skip(String),
     /// This account may not do it: the plan is refused before any write.
     Blocked(String),
+    /// This account may not grant it through Graph: an admin approves it in a browser at the
+    /// admin-consent URL instead, and the run waits for that.
+    AdminConsentUrl(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -615,6 +634,88 @@ impl Plan {
         }
     }
 
+    /// `--billing`: after the key is stored, request Microsoft Graph's PartnerBilling.Read.All
+    /// application permission, grant admin consent, and prove it App-only (microsoft-apis.md
+    /// §5b, "Grant an appRoleAssignment"). An account that may not grant it through Graph is
+    /// not refused: an admin approves it at the admin-consent URL.
+    pub fn add_billing(&mut self, ep: &Endpoints, account: Option<&Account>) {
+        use crate::partner_center::billing::GRAPH_APP_ID;
+        let g = format!("{}/v1.0", base(&ep.graph));
+        let roles = account.map(|a| &a.roles);
+        let (object_id, app_id) = match &self.way {
+            Way::Existing { app, .. } => (app.id.clone(), app.app_id.clone()),
+            Way::Capture { app_id, .. } => ("{app}".into(), app_id.clone()),
+            Way::Rotate { app_object_id, .. } => (
+                app_object_id.clone().unwrap_or_else(|| "{app}".into()),
+                "{app id}".into(),
+            ),
+            Way::Create { .. } => ("{new app}".into(), "{new app id}".into()),
+        };
+        let tenant = &self.tenant_id;
+        let consent = format!(
+            "{}/{tenant}/v2.0/adminconsent?client_id={app_id}",
+            base(&ep.authority)
+        );
+        let steps = [
+            (
+                Action::ReadGraphAppRoles,
+                "find PartnerBilling.Read.All among Microsoft Graph's application permissions"
+                    .to_string(),
+                format!("GET {g}/servicePrincipals(appId='{GRAPH_APP_ID}')?$select=id,appRoles"),
+                Needs::Nothing,
+                false,
+            ),
+            (
+                Action::RequestBilling,
+                "request PartnerBilling.Read.All (application) in the app's requiredResourceAccess"
+                    .into(),
+                format!("PATCH {g}/applications/{object_id}"),
+                Needs::OwnerOrAppAdmin,
+                true,
+            ),
+            (
+                Action::GrantBilling,
+                "grant admin consent: assign the app role to the app's service principal".into(),
+                format!(
+                    "GET {g}/servicePrincipals(appId='{app_id}'), then POST {g}/servicePrincipals/{{id}}/appRoleAssignments"
+                ),
+                Needs::AppRoleAdmin,
+                true,
+            ),
+            (
+                Action::VerifyBilling,
+                "prove the app's App-only Graph token holds PartnerBilling.Read.All in its roles"
+                    .into(),
+                format!(
+                    "POST {}/{tenant}/oauth2/v2.0/token (client credentials, scope {})",
+                    base(&ep.authority),
+                    ep.graph_scope()
+                ),
+                Needs::AppSecret,
+                false,
+            ),
+        ];
+        for (action, does, call, needs, writes) in steps {
+            let status = match needs.allows(roles) {
+                Allowed::Yes => Status::Run,
+                Allowed::IfOwner => Status::RunIfOwner,
+                Allowed::No if needs == Needs::AppRoleAdmin => Status::AdminConsentUrl(format!(
+                    "this account may not grant it through Graph: a Global Administrator approves it in a browser at {consent}"
+                )),
+                Allowed::No => Status::Blocked(format!("needs {}", needs.role())),
+            };
+            self.steps.push(Step {
+                action,
+                does,
+                call,
+                permission: needs.permission(),
+                role: needs.role(),
+                status,
+                writes,
+            });
+        }
+    }
+
     pub fn runs(&self, action: Action) -> bool {
         self.steps
             .iter()
@@ -700,6 +801,7 @@ impl Plan {
                 Status::RunIfOwner => " [if you own the app]".into(),
                 Status::Skip(_) => " [skipped]".into(),
                 Status::Blocked(_) => " [NOT ALLOWED for this account]".into(),
+                Status::AdminConsentUrl(_) => " [by the admin-consent URL]".into(),
             };
             out.push(format!("{}. {}{mark}", i + 1, s.does));
             if s.call != "none" && s.call != "local" {
@@ -708,7 +810,9 @@ impl Plan {
             if s.role != "none" {
                 out.push(format!("   needs: {}; {}", s.permission, s.role));
             }
-            if let Status::Skip(why) | Status::Blocked(why) = &s.status {
+            if let Status::Skip(why) | Status::Blocked(why) | Status::AdminConsentUrl(why) =
+                &s.status
+            {
                 out.push(format!("   {why}"));
             }
         }

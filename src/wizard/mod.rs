@@ -1,4 +1,5 @@
-//! The steps of `init` that ask: the way in, the app's name, the key's lifetime, the Commerce ID.
+//! The steps of `init` that ask: the way in, the app's name, the key's lifetime, the Commerce ID,
+//! billing access.
 //! Every question goes through a [`Prompter`] (dialoguer on a terminal; without one, the flag
 //! that answers it is named), and the answers become the core's plan (`crate::onboarding`).
 //! The terminal is also the core's [`Observer`].
@@ -242,6 +243,21 @@ pub fn ask_commerce_id(p: &dyn Prompter, flag: Option<&str>) -> anyhow::Result<O
     }
     let v = p.input_optional("Commerce ID (optional, Enter to skip)", validate_guid)?;
     Ok(v.map(|c| c.to_lowercase()))
+}
+
+/// Offer billing access on a terminal, where the cloud has Graph's partner billing API.
+/// Yes by default: reading customers' usage and costs is what the app is for (issue 13), and an
+/// account that may not grant it through Graph is led to the admin-consent URL instead.
+pub fn offer_billing(p: &dyn Prompter, cloud: crate::cloud::Cloud) -> anyhow::Result<bool> {
+    if !p.interactive() || crate::partner_center::billing::ensure_available(cloud).is_err() {
+        return Ok(false);
+    }
+    // The why on its own line, the question short: a prompt wider than 80 columns wraps.
+    p.say(
+        "The app can also read your customers' Azure usage and costs (Graph \
+         PartnerBilling.Read.All; needs admin consent).",
+    );
+    p.confirm("Add billing access?", true)
 }
 
 /// The key lifetime: `--secret-days`, `--secret-years`, or a choice among those the policy allows.
