@@ -553,6 +553,12 @@ fn blob(shared: &Shared, req: &Req, rest: &str) -> Response {
     let (Some(tenant), Some(op_id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
         return not_found();
     };
+    // The SAS token is the blob's only credential: a client that also sends its Graph bearer
+    // token to storage leaks it to another host. Azure Storage's exact answer to a request with
+    // both is UNCONFIRMED; refusing it makes such a leak a failing test here.
+    if req.headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return auth_failed("A SAS request must not carry an Authorization header.");
+    }
     let (Some(se), Some(sig)) = (req.q("se"), req.q("sig")) else {
         return auth_failed("Signature fields not well formed.");
     };

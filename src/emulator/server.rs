@@ -114,6 +114,8 @@ const SENSITIVE_QUERY_KEYS: &[&str] = &[
     "id_token",
     "assertion",
     "client_assertion",
+    // A blob's SAS token: the signature is what grants access.
+    "sig",
 ];
 
 /// The path and query for the log, with any credential-like query value masked.
@@ -341,6 +343,14 @@ mod tests {
         assert_eq!(
             loggable_path(&uri),
             "/x/authorize?client_id=a&code=****&state=s"
+        );
+        // A blob's SAS token: its signature is the credential.
+        let uri: axum::http::Uri = "/billing-storage/t/o/b.json.gz?sv=1&se=2&sp=rl&sig=SIGNATURE"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            loggable_path(&uri),
+            "/billing-storage/t/o/b.json.gz?sv=1&se=2&sp=rl&sig=****"
         );
     }
 
