@@ -387,7 +387,8 @@ fn parse_scope(d: &Data, knobs: &Knobs, scope: &str) -> Result<Scopes, AadError>
             return Err(invalid_scope(s));
         }
         // No Partner Center service principal (not a partner, or deleted): Entra cannot find
-        // the resource.
+        // the resource (AADSTS500011 in Entra's error-code reference). That Entra answers so for a
+        // deleted first-party service principal is UNCONFIRMED.
         if res == Resource::PartnerCenter
             && (knobs.not_csp_tenant || d.sp_by_app_id(PARTNER_CENTER_APP_ID).is_none())
         {

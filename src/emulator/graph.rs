@@ -925,7 +925,8 @@ fn create_sp(
     }
     // Microsoft's own multi-tenant apps (Partner Center, Graph, the public clients) exist in
     // every tenant's reach: creating their service principal installs them, as CIPP's SAM setup
-    // does for a tenant missing Partner Center's.
+    // does for a tenant missing Partner Center's. UNCONFIRMED: Graph's "Create servicePrincipal"
+    // page does not speak of first-party apps; the same role rule as any multi-tenant app applies.
     let sp = match (visible_app, state::first_party_app_name(app_id)) {
         (Some(app), _) => ServicePrincipal {
             id: new_guid(),
@@ -1527,8 +1528,9 @@ fn remove_password(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Graph "Delete application": the same rights as removePassword (who may manage the app, with
-/// an Application.ReadWrite scope or role), then 204 No Content.
+/// Graph "Delete application": Application.ReadWrite scope or role, then 204 No Content. Who may
+/// delete is UNCONFIRMED (microsoft-apis.md §3.0 has no row for it): taken to be who may manage
+/// the app, as for removePassword (the owner, or Global / Application / Cloud Application admin).
 fn delete_app(
     d: &mut Data,
     caller: &Caller,
