@@ -7,8 +7,8 @@ use super::Ctx;
 use crate::cloud::Endpoints;
 use crate::exit::{Exit, UserError};
 use crate::partner_center::billing::{
-    BILLING_PERMISSION, BillingClient, Requested, admin_consent_url, ensure_available,
-    graph_app_token, token_roles, wait_for_billing_role,
+    BILLING_PERMISSION, BillingClient, BillingError, Requested, admin_consent_url,
+    ensure_available, graph_app_token, token_roles, wait_for_billing_role,
 };
 use crate::partner_center::{ApiError, Graph, HttpClient};
 use crate::secret::Secret;
@@ -167,10 +167,14 @@ async fn consent_in_browser(
     let outcome = tokio::select! {
         r = catch_redirect(listener, &state) => r,
         r = wait_for_billing_role(http, ep, &p.tenant_id, &p.app_id, secret, HUMAN_BUDGET, |_| {}) => {
-            r.map(|_| ()).map_err(|_| UserError::new(
-                Exit::Permission,
-                format!("no admin consent for {BILLING_PERMISSION} within {} minutes", HUMAN_BUDGET.as_secs() / 60),
-            ).hint("open the URL above as a Global Administrator, then run `csp-onboard init --billing` again").into())
+            // Only a wait that ran out is "no consent"; a failed token request says what failed.
+            r.map(|_| ()).map_err(|e| match e {
+                BillingError::NoPermission(None) => UserError::new(
+                    Exit::Permission,
+                    format!("no admin consent for {BILLING_PERMISSION} within {} minutes", HUMAN_BUDGET.as_secs() / 60),
+                ).hint("open the URL above as a Global Administrator, then run `csp-onboard init --billing` again").into(),
+                e => anyhow::Error::from(e.to_user_error()),
+            })
         }
     };
     spin.finish();

@@ -736,18 +736,24 @@ pub async fn open_blob(
                 None
             }
         };
-        if attempt >= policy.max_attempts {
+        let asked = transient.and_then(|(_, ra)| ra);
+        // Never sooner than the storage asked (as HttpClient): a wait longer than the policy
+        // allows ends the run instead of being cut short.
+        if attempt >= policy.max_attempts || asked.is_some_and(|ra| ra > policy.max_retry_after) {
             let (status, _) = transient.unwrap_or((0, None));
-            return Err(BillingError::Corrupt {
-                blob: blob.name.clone(),
-                detail: format!("the storage kept answering {status}"),
-            });
+            let mut e = ApiError::new(
+                Service::Graph,
+                ErrorKind::Http,
+                format!(
+                    "the billing data's storage kept answering {status} for {}",
+                    blob.name
+                ),
+            );
+            e.status = Some(status);
+            return Err(BillingError::Api(Box::new(e)));
         }
         attempt += 1;
-        let wait = transient
-            .and_then(|(_, ra)| ra)
-            .map(|ra| ra.min(policy.max_retry_after))
-            .unwrap_or_else(|| backoff(&policy, attempt - 1));
+        let wait = asked.unwrap_or_else(|| backoff(&policy, attempt - 1));
         tokio::time::sleep(wait).await;
     }
 }
