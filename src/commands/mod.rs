@@ -169,7 +169,11 @@ impl Ctx {
         if let Some(flag) = self.cloud_flag
             && flag != p.cloud
         {
-            let given = if std::env::args().any(|a| a == "--cloud" || a.starts_with("--cloud=")) {
+            let given = if std::env::args_os().any(|a| {
+                // args_os: a non-UTF-8 argument (a path) must not panic here.
+                let a = a.to_string_lossy();
+                a == "--cloud" || a.starts_with("--cloud=")
+            }) {
                 format!("--cloud {}", flag.as_str())
             } else {
                 format!("CSP_ONBOARD_CLOUD={}", flag.as_str())

@@ -264,7 +264,7 @@ async fn rotate_all(
     }
     // With --tenant, the batch is that tenant's profiles (a sign-in is to one tenant).
     if let Some(t) = &req.sign_in.tenant {
-        if uuid::Uuid::try_parse(t).is_err() {
+        if crate::input::canonical_guid(t).is_none() {
             return Err(UserError::usage(
                 "with --all, --tenant takes a tenant ID (GUID), as profiles record it",
             )

@@ -99,20 +99,17 @@ pub async fn onboard(
             ));
             (app.app_id, app.id, Some(name.clone()), true)
         }
-        Way::Existing { app, .. } => {
+        Way::Existing { app, ours } => {
             obs.done(&format!(
                 "Using the web app '{}' (App ID {})",
                 app.display_name.as_deref().unwrap_or("unnamed"),
                 app.app_id
             ));
-            let created = existing.as_ref().is_some_and(|p| {
-                p.app_id.eq_ignore_ascii_case(&app.app_id) && p.app_display_name.is_some()
-            });
             (
                 app.app_id.clone(),
                 app.id.clone(),
                 app.display_name.clone(),
-                created,
+                *ours,
             )
         }
         Way::Capture { .. } | Way::Rotate { .. } => {
